@@ -1,0 +1,23 @@
+# make demo: a virtual board runs a real job end to end.  make test: the whole suite.
+VENV := .venv/bin
+
+.PHONY: setup demo test lint typecheck clean
+
+setup:
+	@bash tools/setup.sh 2> >(grep -v "^WARNING: Location" >&2)
+
+demo: setup
+	$(VENV)/python tools/demo.py
+
+lint: setup
+	$(VENV)/ruff check firmware boards tools host_tests
+
+typecheck: setup
+	$(VENV)/mypy
+	$(VENV)/mypy --config-file tools/mypy-firmware.ini
+
+test: lint typecheck
+	$(VENV)/pytest
+
+clean:
+	rm -rf build .venv .pytest_cache .mypy_cache .ruff_cache

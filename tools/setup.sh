@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Idempotent host set-up: .venv with the pinned tools, mosquitto, umqtt.simple and the MicroPython stubs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+
+# Reinstall only when pyproject.toml changes, so a second `make` costs nothing.
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+    .venv/bin/pip install --quiet --disable-pip-version-check -e .
+    rm -f .venv/.installed-*
+    touch "$stamp"
+fi
+
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
+    else
+        echo "setup: mosquitto is missing; install it with: sudo apt-get install -y mosquitto" >&2
+        exit 1
+    fi
+fi
+
+.venv/bin/python tools/fetch_umqtt.py build/umqtt
+
+stubs=micropython-esp32-stubs==1.29.0.post1
+if [ ! -f "build/typings/.$stubs" ]; then
+    rm -rf build/typings
+    .venv/bin/pip install --quiet --disable-pip-version-check --target build/typings "$stubs"
+    touch "build/typings/.$stubs"
+fi
