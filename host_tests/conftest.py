@@ -1,0 +1,83 @@
+"""Shared fixtures: one mosquitto per session, a started local Jobs service per test, a unique thing name.
+
+- `mosquitto`: session-scoped `Mosquitto` on a free loopback port. Do not stop or kill it in a test;
+  start your own `Mosquitto()` for broker-fault tests (the service fixtures restart it if it died).
+- `jobs_service`: a started `JobsService` on that broker with the real clock (timers tick by themselves).
+- `jobs_service_manual_clock`: the same with a `ManualClock` (`service.clock`); move time with
+  `service.clock.advance(seconds)` then fire due timers with `service.tick()`.
+- `thing_name`: a valid thing name unique to the test. Both service fixtures create it in their
+  service; a test that uses neither gets just the name. Use at most one service fixture per test:
+  two services on one broker would both answer every request.
+- `create_job`: `create_job(service, job_id, thing, document=None, **options)` creates the thing if
+  needed and a SNAPSHOT job for it; returns CreateJob's response.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import pytest
+
+from localjobs.broker import Mosquitto
+from localjobs.clock import ManualClock
+from localjobs.service import JobsService
+
+DEFAULT_DOCUMENT: dict[str, Any] = {"operation": "test"}
+
+
+@pytest.fixture(scope="session")
+def mosquitto() -> Iterator[Mosquitto]:
+    with Mosquitto() as broker:
+        yield broker
+
+
+@pytest.fixture
+def thing_name(request: pytest.FixtureRequest) -> str:
+    # The test's name makes broker logs readable; the suffix keeps reruns and params apart.
+    base = re.sub(r"[^a-zA-Z0-9_-]+", "-", request.node.name).strip("-")[:100]
+    return f"{base}-{uuid.uuid4().hex[:8]}"
+
+
+def _started_service(broker: Mosquitto, thing: str, clock: ManualClock | None) -> JobsService:
+    if not broker.running:
+        broker.start()
+    service = JobsService(broker.host, broker.port, clock=clock).start()
+    service.create_thing(thing)
+    return service
+
+
+@pytest.fixture
+def jobs_service(mosquitto: Mosquitto, thing_name: str) -> Iterator[JobsService]:
+    service = _started_service(mosquitto, thing_name, None)
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture
+def jobs_service_manual_clock(mosquitto: Mosquitto, thing_name: str) -> Iterator[JobsService]:
+    service = _started_service(mosquitto, thing_name, ManualClock())
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def make_job(
+    service: JobsService,
+    job_id: str,
+    thing: str,
+    document: Mapping[str, Any] | str | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    service.create_thing(thing)
+    return service.create_job(job_id, [thing], DEFAULT_DOCUMENT if document is None else document, **options)
+
+
+@pytest.fixture
+def create_job() -> Callable[..., dict[str, Any]]:
+    return make_job

@@ -1,0 +1,223 @@
+"""The local Jobs service: one model behind one lock, answering devices over MQTT and tests in Python."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any, TypeVar
+
+from .clock import Clock, ManualClock
+from .model import JobExecution, JobsModel
+from .mqtt_api import Exchange, Interceptor, MqttApi
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+TICK_SECONDS = 1.0
+
+
+class JobsService:
+    """The device API over MQTT at host:port, plus the management API as Python methods.
+
+    Management calls publish the notifications they cause, exactly as device requests do. Tests
+    await state with `wait_until`, which wakes on every change. With a real `Clock` a background
+    thread fires due timers about once a second; with a `ManualClock` call `tick()` yourself.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        clock: Clock | None = None,
+        client_id: str | None = None,
+        ticker: bool | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.clock = clock if clock is not None else Clock()
+        self.model = JobsModel(self.clock)
+        self.requests: list[Exchange] = []
+        # Reentrant, so an interceptor (run under the lock) may call the management methods.
+        self._changed = threading.Condition(threading.RLock())
+        self._api = MqttApi(host, port, self.model, self.clock, self._changed, client_id)
+        self._api.on_exchange = self.requests.append
+        self._ticker_wanted = ticker if ticker is not None else not isinstance(self.clock, ManualClock)
+        self._ticker: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> JobsService:
+        """Returns once the broker has acknowledged the service's subscription."""
+        self._stopping.clear()
+        self._api.start(timeout)
+        if self._ticker_wanted:
+            self._ticker = threading.Thread(target=self._tick_forever, name="localjobs-ticker", daemon=True)
+            self._ticker.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._ticker is not None:
+            self._ticker.join()
+            self._ticker = None
+        self._api.stop()
+
+    def __enter__(self) -> JobsService:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def subscribed(self) -> bool:
+        return self._api.subscribed.is_set()
+
+    def wait_subscribed(self, timeout: float = 10.0) -> bool:
+        """After a broker restart: wait until the service has reconnected and resubscribed."""
+        return self._api.subscribed.wait(timeout)
+
+    # ---- test hooks ----------------------------------------------------------------------------
+
+    @property
+    def interceptor(self) -> Interceptor | None:
+        """fn(thing, api, topic, request, publish), called before each device request is answered.
+
+        `api` is get_pending, start_next, describe or update. `publish(topic, payload_bytes)` goes
+        out on the service's connection ahead of the reply. Returning {"code": ..., "message": ...}
+        rejects the request with that instead of processing it.
+        """
+        return self._api.interceptor
+
+    @interceptor.setter
+    def interceptor(self, fn: Interceptor | None) -> None:
+        self._api.interceptor = fn
+
+    def wait_until(self, predicate: Callable[[], T], timeout: float = 5.0) -> T:
+        """Wait until predicate() is truthy (it runs under the service lock); returns its last value."""
+        with self._changed:
+            return self._changed.wait_for(predicate, timeout)
+
+    def publish(self, topic: str, payload: bytes | str | dict[str, Any]) -> None:
+        """Publish anything on the service's own connection (QoS 1)."""
+        self._api.publish(topic, payload)
+
+    def history(self, thing: str, job_id: str, execution_number: int | None = None) -> list[dict[str, Any]]:
+        """Every applied change of the execution (the latest one unless numbered), oldest first.
+
+        Entries are {"status", "statusDetails", "versionNumber", "time", "cause"}; cause is one of
+        created, start-next, update, canceled, timed-out. [] when there is no such execution.
+        """
+        with self._changed:
+            return self.model.history(thing, job_id, execution_number)
+
+    def status(self, thing: str, job_id: str) -> str | None:
+        """The status of the thing's latest execution of the job, None if it has none."""
+        with self._changed:
+            run = self.model.execution(thing, job_id)
+            return run.status if run else None
+
+    def execution(self, thing: str, job_id: str, execution_number: int | None = None) -> JobExecution | None:
+        """The model's execution object itself: read it under `wait_until` or after the fact."""
+        with self._changed:
+            return self.model.execution(thing, job_id, execution_number)
+
+    def tick(self) -> list[tuple[str, str]]:
+        """Fire due timers now; returns the (thing, jobId) executions that timed out."""
+        return self._call(self.model.tick)
+
+    # ---- management API (delegated to the model, notifications published) ----------------------
+
+    def create_thing(self, name: str) -> dict[str, Any]:
+        return self._call(self.model.create_thing, name)
+
+    def create_job(
+        self,
+        job_id: str,
+        targets: Iterable[str],
+        document: str | Mapping[str, Any],
+        target_selection: str = "SNAPSHOT",
+        description: str | None = None,
+        timeout_config: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        return self._call(
+            self.model.create_job,
+            job_id,
+            list(targets),
+            document,
+            target_selection=target_selection,
+            description=description,
+            timeout_config=timeout_config,
+        )
+
+    def describe_job(self, job_id: str) -> dict[str, Any]:
+        return self._call(self.model.describe_job, job_id)
+
+    def get_job_document(self, job_id: str) -> str:
+        return self._call(self.model.get_job_document, job_id)
+
+    def list_jobs(self, status: str | None = None) -> list[dict[str, Any]]:
+        return self._call(self.model.list_jobs, status)
+
+    def describe_job_execution(
+        self, thing: str, job_id: str, execution_number: int | None = None
+    ) -> dict[str, Any]:
+        return self._call(self.model.describe_job_execution, thing, job_id, execution_number)
+
+    def list_job_executions_for_thing(self, thing: str, status: str | None = None) -> list[dict[str, Any]]:
+        return self._call(self.model.list_job_executions_for_thing, thing, status)
+
+    def list_job_executions_for_job(self, job_id: str, status: str | None = None) -> list[dict[str, Any]]:
+        return self._call(self.model.list_job_executions_for_job, job_id, status)
+
+    def cancel_job(
+        self,
+        job_id: str,
+        force: bool = False,
+        comment: str | None = None,
+        reason_code: str | None = None,
+    ) -> dict[str, Any]:
+        return self._call(self.model.cancel_job, job_id, force, comment, reason_code)
+
+    def cancel_job_execution(
+        self,
+        job_id: str,
+        thing: str,
+        force: bool = False,
+        expected_version: int | None = None,
+        status_details: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._call(self.model.cancel_job_execution, job_id, thing, force, expected_version, status_details)
+
+    def delete_job(self, job_id: str, force: bool = False) -> None:
+        self._call(self.model.delete_job, job_id, force)
+
+    def delete_job_execution(
+        self, job_id: str, thing: str, execution_number: int, force: bool = False
+    ) -> None:
+        self._call(self.model.delete_job_execution, job_id, thing, execution_number, force)
+
+    # ---- internals -----------------------------------------------------------------------------
+
+    def _call(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        with self._changed:
+            try:
+                return method(*args, **kwargs)
+            finally:
+                # Even a failed call may have changed state before raising; announce what it did.
+                self._api.publish_notifications(self.model.take_notifications())
+                self._changed.notify_all()
+
+    def _tick_forever(self) -> None:
+        while not self._stopping.wait(TICK_SECONDS):
+            try:
+                self.tick()
+            except Exception:
+                log.exception("timer tick failed")
