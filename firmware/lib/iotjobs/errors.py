@@ -1,0 +1,60 @@
+"""The errors a Jobs call can end with: the service's rejections and the client's own timeout."""
+
+# The nine ErrorCode values of the Jobs device API.
+INVALID_TOPIC = "InvalidTopic"
+INVALID_JSON = "InvalidJson"
+INVALID_REQUEST = "InvalidRequest"
+INVALID_STATE_TRANSITION = "InvalidStateTransition"
+RESOURCE_NOT_FOUND = "ResourceNotFound"
+VERSION_MISMATCH = "VersionMismatch"
+INTERNAL_ERROR = "InternalError"
+REQUEST_THROTTLED = "RequestThrottled"
+TERMINAL_STATE_REACHED = "TerminalStateReached"
+
+CODES = (
+    INVALID_TOPIC,
+    INVALID_JSON,
+    INVALID_REQUEST,
+    INVALID_STATE_TRANSITION,
+    RESOURCE_NOT_FOUND,
+    VERSION_MISMATCH,
+    INTERNAL_ERROR,
+    REQUEST_THROTTLED,
+    TERMINAL_STATE_REACHED,
+)
+
+# Worth trying again later, unchanged: the request itself was fine.
+RETRYABLE = (INTERNAL_ERROR, REQUEST_THROTTLED)
+
+
+class JobsError(Exception):
+    """A request the Jobs service rejected: .code, .message, and .execution_state where the service sent it."""
+
+    def __init__(self, code, message="", execution_state=None):
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+        self.execution_state = execution_state
+
+    @property
+    def retryable(self):
+        return self.code in RETRYABLE
+
+    def __str__(self):
+        return "%s: %s" % (self.code, self.message)
+
+
+class RequestTimeout(Exception):
+    """No response with this request's clientToken arrived within the call's timeout."""
+
+
+def from_rejected(payload):
+    """The JobsError that a /rejected payload (a dict) describes."""
+    code = payload.get("code")
+    message = payload.get("message")
+    state = payload.get("executionState")
+    return JobsError(
+        code if isinstance(code, str) else "",
+        message if isinstance(message, str) else "",
+        state if isinstance(state, dict) else None,
+    )

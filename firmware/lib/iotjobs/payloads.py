@@ -1,0 +1,148 @@
+"""Jobs request payloads, the limits the service enforces on them, and timestamps, with no I/O."""
+
+import json
+
+from micropython import const
+
+IN_PROGRESS = "IN_PROGRESS"
+SUCCEEDED = "SUCCEEDED"
+FAILED = "FAILED"
+REJECTED = "REJECTED"
+# The only statuses a device may report; the others are set by the service.
+DEVICE_STATUSES = (IN_PROGRESS, SUCCEEDED, FAILED, REJECTED)
+TERMINAL_STATUSES = (SUCCEEDED, FAILED, REJECTED, "CANCELED", "TIMED_OUT", "REMOVED")
+
+DETAILS_MAX_PAIRS = const(10)
+DETAILS_KEY_MAX = const(128)
+DETAILS_VALUE_MAX = const(1024)
+STEP_TIMEOUT_MAX_MIN = const(10080)
+
+
+def _is_control(c):
+    # The service's pattern is [^\p{C}]*: no control, format, private-use or unassigned characters.
+    # MicroPython has no unicodedata, so this covers the control and format ranges devices can produce.
+    o = ord(c)
+    return (
+        o < 0x20
+        or 0x7F <= o <= 0x9F
+        or o == 0xAD
+        or 0x200B <= o <= 0x200F
+        or 0x2028 <= o <= 0x202E
+        or 0x2060 <= o <= 0x206F
+        or o == 0xFEFF
+        or 0xE000 <= o <= 0xF8FF
+        or 0xFFF0 <= o <= 0xFFFF
+    )
+
+
+def _key_ok(key):
+    if not isinstance(key, str) or not 0 < len(key) <= DETAILS_KEY_MAX:
+        return False
+    for c in key:
+        if not ("a" <= c <= "z" or "A" <= c <= "Z" or "0" <= c <= "9" or c in ":_-"):
+            return False
+    return True
+
+
+def check_status(status):
+    """Raise ValueError unless a device may report status."""
+    if status not in DEVICE_STATUSES:
+        raise ValueError("invalid status %r: a device reports one of %s" % (status, ", ".join(DEVICE_STATUSES)))
+    return status
+
+
+def check_status_details(details):
+    """Raise ValueError unless details fits the service's statusDetails limits."""
+    if not isinstance(details, dict):
+        raise ValueError("statusDetails must be a dict of str to str")
+    if len(details) > DETAILS_MAX_PAIRS:
+        raise ValueError("statusDetails has %d pairs; at most %d" % (len(details), DETAILS_MAX_PAIRS))
+    for key, value in details.items():
+        if not _key_ok(key):
+            raise ValueError("statusDetails key %r: 1-128 characters of a-z A-Z 0-9 : _ -" % (key,))
+        if not isinstance(value, str) or not 0 < len(value) <= DETAILS_VALUE_MAX:
+            raise ValueError("statusDetails[%r] must be a str of 1-1024 characters" % (key,))
+        for c in value:
+            if _is_control(c):
+                raise ValueError("statusDetails[%r] has control character %r" % (key, c))
+    return details
+
+
+def check_step_timeout(minutes, allow_cancel=False):
+    """Raise ValueError unless minutes is a step timeout: 1-10080, or -1 (cancel) where allowed."""
+    if isinstance(minutes, bool) or not isinstance(minutes, int):
+        raise ValueError("stepTimeoutInMinutes must be an int")
+    if not (1 <= minutes <= STEP_TIMEOUT_MAX_MIN or (allow_cancel and minutes == -1)):
+        raise ValueError(
+            "stepTimeoutInMinutes %d: 1-10080%s" % (minutes, " or -1 to cancel" if allow_cancel else "")
+        )
+    return minutes
+
+
+def _check_count(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("%s must be a non-negative int" % name)
+    return value
+
+
+def _dump(request):
+    return json.dumps(request, separators=(",", ":"))
+
+
+def get_pending(token):
+    return _dump({"clientToken": token})
+
+
+def start_next(token, status_details=None, step_timeout_min=None):
+    request = {"clientToken": token}
+    if status_details is not None:
+        request["statusDetails"] = check_status_details(status_details)
+    if step_timeout_min is not None:
+        request["stepTimeoutInMinutes"] = check_step_timeout(step_timeout_min)
+    return _dump(request)
+
+
+def describe(token, execution_number=None, include_document=True):
+    request = {"clientToken": token}
+    if execution_number is not None:
+        request["executionNumber"] = _check_count("executionNumber", execution_number)
+    if not include_document:
+        request["includeJobDocument"] = False
+    return _dump(request)
+
+
+def update(
+    token,
+    status,
+    status_details=None,
+    expected_version=None,
+    execution_number=None,
+    include_state=False,
+    include_document=False,
+    step_timeout_min=None,
+):
+    request = {"clientToken": token, "status": check_status(status)}
+    if status_details is not None:
+        request["statusDetails"] = check_status_details(status_details)
+    # Numbers, as SDK v2 sends them; the service accepts digit strings too, but a device need not.
+    if expected_version is not None:
+        request["expectedVersion"] = _check_count("expectedVersion", expected_version)
+    if execution_number is not None:
+        request["executionNumber"] = _check_count("executionNumber", execution_number)
+    if include_state:
+        request["includeJobExecutionState"] = True
+    if include_document:
+        request["includeJobDocument"] = True
+    if step_timeout_min is not None:
+        request["stepTimeoutInMinutes"] = check_step_timeout(step_timeout_min, True)
+    return _dump(request)
+
+
+def epoch_seconds(timestamp):
+    """Seconds since the epoch from a Jobs timestamp, which the spec gives in seconds or milliseconds."""
+    if timestamp is None:
+        return None
+    # 1e11 seconds is the year 5138; 1e11 milliseconds is 1973: the two ranges cannot be confused.
+    if timestamp >= 100000000000:
+        return timestamp // 1000
+    return int(timestamp)
