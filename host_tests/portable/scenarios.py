@@ -1,0 +1,222 @@
+"""Device scenarios against a real broker and Jobs service; run on MicroPython or CPython, one result a line.
+
+Usage: scenarios.py NAME HOST PORT THING [ARG ...]. Each scenario prints `RESULT <key> <json>` lines that
+the pytest side parses; an exception ends the run with `ERROR <type> <message>` and exit status 1.
+"""
+
+import json
+import sys
+import time
+
+from umqtt.simple import MQTTClient
+
+from iotjobs import JobsClient, JobsError, RequestTimeout
+
+
+def emit(key, value):
+    print("RESULT", key, json.dumps(value))
+
+
+def error_fields(e):
+    return {"code": e.code, "message": e.message, "execution_state": e.execution_state}
+
+
+def collect_errors(jc):
+    seen = []
+
+    def on_error(reason, detail):
+        seen.append(reason)
+
+    jc.on_error(on_error)
+    return seen
+
+
+def scenario_lifecycle(jc, args):
+    emit("pending", jc.get_pending())
+    execution = jc.start_next({"step": "starting"})
+    emit("started", execution)
+    job_id = execution["jobId"]
+    progress = jc.update(job_id, "IN_PROGRESS", {"progress": "50"}, execution["versionNumber"], include_state=True)
+    emit("progress", progress)
+    done = jc.update(job_id, "SUCCEEDED", {"result": "ok"}, include_state=True)
+    emit("done", done)
+    emit("next", jc.describe())
+    emit("dropped", jc.dropped)
+
+
+def scenario_finish(jc, args):
+    execution = jc.start_next()
+    emit("finished", jc.update(execution["jobId"], args[0], {"reason": "chosen by the handler"}, include_state=True))
+
+
+def scenario_in_order(jc, args):
+    started = []
+    while True:
+        execution = jc.start_next()
+        if execution is None:
+            break
+        started.append(execution["jobId"])
+        jc.update(execution["jobId"], "SUCCEEDED")
+    emit("started", started)
+
+
+def scenario_nothing_pending(jc, args):
+    emit("describe_next", jc.describe())
+    emit("start_next", jc.start_next())
+    emit("pending", jc.get_pending())
+
+
+def scenario_describe(jc, args):
+    job_id = args[0]
+    emit("full", jc.describe(job_id))
+    emit("without_document", jc.describe(job_id, include_document=False))
+    emit("by_number", jc.describe(job_id, execution_number=int(args[1])))
+    try:
+        jc.describe("no-such-job")
+    except JobsError as e:
+        emit("unknown", error_fields(e))
+
+
+def scenario_version_mismatch(jc, args):
+    execution = jc.start_next()
+    state: dict = {}
+    try:
+        jc.update(execution["jobId"], "IN_PROGRESS", {"p": "1"}, execution["versionNumber"] + 5)
+        emit("mismatch", None)
+    except JobsError as e:
+        emit("mismatch", error_fields(e))
+        state = e.execution_state
+    # The state that came with the error is enough to try again without a describe.
+    retry = jc.update(execution["jobId"], "IN_PROGRESS", {"p": "2"}, state["versionNumber"], include_state=True)
+    emit("retry", retry)
+
+
+def scenario_invalid_transition(jc, args):
+    execution = jc.start_next()
+    jc.update(execution["jobId"], "SUCCEEDED")
+    try:
+        jc.update(execution["jobId"], "IN_PROGRESS", {"p": "again"})
+        emit("transition", None)
+    except JobsError as e:
+        emit("transition", error_fields(e))
+
+
+def scenario_notify_during_call(jc, args):
+    events = []
+    jc.on_notify(lambda payload: events.append(["notify", payload]))
+    jc.on_notify_next(lambda payload: events.append(["notify-next", payload]))
+    pending = jc.get_pending()
+    emit("events_before_return", events)
+    emit("pending", pending)
+
+
+def scenario_poll_notifications(jc, args):
+    events = []
+    jc.on_notify(lambda payload: events.append(["notify", payload]))
+    jc.on_notify_next(lambda payload: events.append(["notify-next", payload]))
+    print("READY")
+    deadline = time.ticks_add(time.ticks_ms(), int(args[0]))
+    while len(events) < 2 and time.ticks_diff(deadline, time.ticks_ms()) > 0:
+        jc.poll()
+        time.sleep_ms(5)
+    emit("events", events)
+
+
+def scenario_foreign_messages(jc, args):
+    seen = collect_errors(jc)
+    emit("execution", jc.describe(args[0]))
+    emit("dropped", jc.dropped)
+    emit("reasons", seen)
+
+
+def scenario_rejections(jc, args):
+    codes: list = []
+    for _ in range(int(args[0])):
+        try:
+            jc.get_pending()
+            codes.append(None)
+        except JobsError as e:
+            codes.append(error_fields(e))
+    emit("codes", codes)
+
+
+def scenario_timeout(jc, args):
+    started = time.ticks_ms()
+    try:
+        jc.get_pending()
+        emit("timeout", None)
+    except RequestTimeout as e:
+        emit("timeout", {"message": str(e), "elapsed_ms": time.ticks_diff(time.ticks_ms(), started)})
+
+
+def scenario_bad_input(jc, args):
+    calls = (
+        lambda: jc.describe("a/b"),
+        lambda: jc.describe("#"),
+        lambda: jc.update("+", "SUCCEEDED"),
+        lambda: jc.update("$next", "SUCCEEDED"),
+        lambda: jc.update("job-1", "QUEUED"),
+        lambda: jc.update("job-1", "CANCELED"),
+        lambda: jc.update("job-1", "IN_PROGRESS", {"bad key": "v"}),
+        lambda: jc.update("job-1", "IN_PROGRESS", {"k": "x" * 1025}),
+        lambda: jc.update("job-1", "IN_PROGRESS", {"k": "line\nbreak"}),
+        lambda: jc.update("job-1", "IN_PROGRESS", {"k": 5}),
+        lambda: jc.update("job-1", "SUCCEEDED", expected_version=-1),
+        lambda: jc.start_next(step_timeout_min=0),
+        lambda: jc.start_next({"k%d" % i: "v" for i in range(11)}),
+    )
+    refused: list = []
+    for call in calls:
+        try:
+            call()
+            refused.append(None)
+        except ValueError as e:
+            refused.append(str(e))
+    emit("refused", refused)
+    emit("pending", jc.get_pending())
+    try:
+        JobsClient(jc.session.mqtt, "bad/thing")
+        emit("bad_thing", None)
+    except ValueError as e:
+        emit("bad_thing", str(e))
+
+
+def scenario_unicode_details(jc, args):
+    execution = jc.start_next()
+    done = jc.update(execution["jobId"], "SUCCEEDED", {"message": args[0]}, include_state=True)
+    emit("details", done["executionState"]["statusDetails"])
+
+
+def scenario_large_document(jc, args):
+    import gc
+
+    gc.collect()
+    execution = jc.start_next()
+    document = execution["jobDocument"]
+    emit("document", {"operation": document["operation"], "settings": len(document.get("settings", ())),
+                      "blob_len": len(document["blob"])})
+    del execution, document
+    gc.collect()
+    jc.update(args[0], "SUCCEEDED", {"blob": "received"})
+    emit("done", True)
+
+
+def main():
+    name, host, port, thing = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    args = sys.argv[5:]
+    timeout_ms = 5000
+    if args and args[0].startswith("timeout_ms="):
+        timeout_ms = int(args.pop(0)[len("timeout_ms="):])
+    mqtt = MQTTClient(thing + "-device", host, port, keepalive=60)
+    jc = JobsClient(mqtt, thing, timeout_ms=timeout_ms)
+    jc.connect()
+    try:
+        globals()["scenario_" + name](jc, args)
+    except Exception as e:
+        print("ERROR", type(e).__name__, e)
+        sys.exit(1)
+    finally:
+        jc.disconnect()
+
+
+main()
