@@ -1,4 +1,5 @@
 # make demo: a virtual board runs a real job end to end.  make test: the whole suite.
+SHELL := /bin/bash
 VENV := .venv/bin
 
 .PHONY: setup demo test lint typecheck clean
