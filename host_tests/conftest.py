@@ -81,3 +81,44 @@ def make_job(
 @pytest.fixture
 def create_job() -> Callable[..., dict[str, Any]]:
     return make_job
+
+
+# ---- the local service over HTTP (issue 4) -------------------------------------------------------
+# - `jobs_http`: a started `JobsService` with a `ManualClock`, the REST APIs on a free loopback port
+#   (`service.http_url`) and `tmp_path / "files"` as its S3 folder; `thing_name` exists in it.
+# - `iot`, `iot_data`: boto3 clients for `iot` and `iot-jobs-data` pointed at `jobs_http`.
+
+BOTO_ARGS: dict[str, Any] = {
+    "region_name": "us-east-1",
+    "aws_access_key_id": "AKIDLOCAL",
+    "aws_secret_access_key": "local-secret",
+}
+
+
+@pytest.fixture
+def jobs_http(mosquitto: Mosquitto, thing_name: str, tmp_path: Any) -> Iterator[JobsService]:
+    if not mosquitto.running:
+        mosquitto.start()
+    (tmp_path / "files").mkdir()
+    service = JobsService(
+        mosquitto.host, mosquitto.port, clock=ManualClock(), http=("127.0.0.1", 0), files=tmp_path / "files"
+    ).start()
+    service.create_thing(thing_name)
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture
+def iot(jobs_http: JobsService) -> Any:
+    import boto3
+
+    return boto3.client("iot", endpoint_url=jobs_http.http_url, **BOTO_ARGS)
+
+
+@pytest.fixture
+def iot_data(jobs_http: JobsService) -> Any:
+    import boto3
+
+    return boto3.client("iot-jobs-data", endpoint_url=jobs_http.http_url, **BOTO_ARGS)

@@ -470,7 +470,7 @@ def test_create_job_keeps_the_document_text(model: JobsModel) -> None:
     [
         (["ghost"], DOC, {}, "ResourceNotFound"),
         ([THING_ARN + "ghost"], DOC, {}, "ResourceNotFound"),
-        (["arn:aws:iot:us-east-1:123456789012:thinggroup/g"], DOC, {}, "InvalidRequest"),
+        (["arn:aws:iot:us-east-1:123456789012:thinggroup/g"], DOC, {}, "ResourceNotFound"),
         ([], DOC, {}, "InvalidRequest"),
         ("t1", DOC, {}, "InvalidRequest"),
         (["t1"], "not json", {}, "InvalidRequest"),

@@ -1,16 +1,21 @@
-"""The local Jobs service: one model behind one lock, answering devices over MQTT and tests in Python."""
+"""The local Jobs service: one model behind one lock, answering over MQTT, HTTP and Python, kept in SQLite."""
 
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
 from .clock import Clock, ManualClock
+from .documents import Documents
+from .http_api import HttpApi
 from .model import JobExecution, JobsModel
 from .mqtt_api import Exchange, Interceptor, MqttApi
+from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +29,11 @@ class JobsService:
     Management calls publish the notifications they cause, exactly as device requests do. Tests
     await state with `wait_until`, which wakes on every change. With a real `Clock` a background
     thread fires due timers about once a second; with a `ManualClock` call `tick()` yourself.
+
+    `http=(host, port)` also serves the management and iot-jobs-data REST APIs there (port 0 picks a
+    free one: see `http_url`). `db` is a SQLite file that keeps the whole state across restarts (None
+    keeps it in memory only). `files` is the folder that stands in for S3: `s3://BUCKET/KEY` is
+    `files/BUCKET/KEY`, for documentSource and for the presigned URLs devices receive.
     """
 
     def __init__(
@@ -33,6 +43,9 @@ class JobsService:
         clock: Clock | None = None,
         client_id: str | None = None,
         ticker: bool | None = None,
+        http: tuple[str, int] | None = None,
+        db: str | Path | None = None,
+        files: str | Path | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -42,7 +55,22 @@ class JobsService:
         # Reentrant, so an interceptor (run under the lock) may call the management methods.
         self._changed = threading.Condition(threading.RLock())
         self._api = MqttApi(host, port, self.model, self.clock, self._changed, client_id)
-        self._api.on_exchange = self.requests.append
+        self._api.on_exchange = self._exchanged
+        self.store = Store(db) if db is not None else None
+        if self.store is not None:
+            self.model.load_records(self.store.load())
+            self.store.save(self.model.to_records())
+        # Kept in the database so presigned URLs handed out before a restart still work after it.
+        secret = self.store.setting("presign-secret", secrets.token_bytes(32)) if self.store else None
+        self.documents = Documents(files, self.clock, secret=secret)
+        self.model.fetch_document = self.documents.fetch
+        self.http: HttpApi | None = None
+        if http is not None:
+            endpoints = {"iot:Data": f"{host}:{port}", "iot:Data-ATS": f"{host}:{port}"}
+            self.http = HttpApi(self.model, self._call, self.documents, http[0], http[1], endpoints)
+            endpoints["iot:Jobs"] = self.http.address
+            self.documents.base_url = self.http.url
+            self.model.presign = self.documents.presign
         self._ticker_wanted = ticker if ticker is not None else not isinstance(self.clock, ManualClock)
         self._ticker: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -53,6 +81,8 @@ class JobsService:
         """Returns once the broker has acknowledged the service's subscription."""
         self._stopping.clear()
         self._api.start(timeout)
+        if self.http is not None:
+            self.http.start()
         if self._ticker_wanted:
             self._ticker = threading.Thread(target=self._tick_forever, name="localjobs-ticker", daemon=True)
             self._ticker.start()
@@ -63,7 +93,20 @@ class JobsService:
         if self._ticker is not None:
             self._ticker.join()
             self._ticker = None
+        if self.http is not None:
+            self.http.stop()
         self._api.stop()
+        if self.store is not None:
+            with self._changed:
+                self.store.close()
+            self.store = None
+
+    @property
+    def http_url(self) -> str:
+        """http://HOST:PORT of the REST APIs (for boto3's endpoint_url)."""
+        if self.http is None:
+            raise RuntimeError("this service was started without http=")
+        return self.http.url
 
     def __enter__(self) -> JobsService:
         return self.start()
@@ -135,18 +178,35 @@ class JobsService:
 
     # ---- management API (delegated to the model, notifications published) ----------------------
 
-    def create_thing(self, name: str) -> dict[str, Any]:
-        return self._call(self.model.create_thing, name)
+    def create_thing(self, name: str, attributes: Mapping[str, str] | None = None) -> dict[str, Any]:
+        return self._call(self.model.create_thing, name, attributes)
+
+    def delete_thing(self, name: str) -> None:
+        self._call(self.model.delete_thing, name)
+
+    def create_thing_group(self, name: str, description: str | None = None) -> dict[str, Any]:
+        return self._call(self.model.create_thing_group, name, description)
+
+    def delete_thing_group(self, name: str) -> None:
+        self._call(self.model.delete_thing_group, name)
+
+    def add_thing_to_thing_group(self, group: str, thing: str) -> None:
+        self._call(self.model.add_thing_to_thing_group, group, thing)
+
+    def remove_thing_from_thing_group(self, group: str, thing: str) -> None:
+        self._call(self.model.remove_thing_from_thing_group, group, thing)
 
     def create_job(
         self,
         job_id: str,
         targets: Iterable[str],
-        document: str | Mapping[str, Any],
+        document: str | Mapping[str, Any] | None = None,
         target_selection: str = "SNAPSHOT",
         description: str | None = None,
         timeout_config: Mapping[str, Any] | None = None,
+        **options: Any,
     ) -> dict[str, Any]:
+        """`options`: document_source, document_parameters, presigned_url_config, rollout_config, abort_config."""
         return self._call(
             self.model.create_job,
             job_id,
@@ -155,7 +215,17 @@ class JobsService:
             target_selection=target_selection,
             description=description,
             timeout_config=timeout_config,
+            **options,
         )
+
+    def update_job(self, job_id: str, **changes: Any) -> None:
+        """`changes`: description, presigned_url_config, rollout_config, abort_config, timeout_config."""
+        self._call(self.model.update_job, job_id, **changes)
+
+    def associate_targets_with_job(
+        self, job_id: str, targets: Iterable[str], comment: str | None = None
+    ) -> dict[str, Any]:
+        return self._call(self.model.associate_targets_with_job, job_id, list(targets), comment)
 
     def describe_job(self, job_id: str) -> dict[str, Any]:
         return self._call(self.model.describe_job, job_id)
@@ -211,9 +281,19 @@ class JobsService:
             try:
                 return method(*args, **kwargs)
             finally:
-                # Even a failed call may have changed state before raising; announce what it did.
+                # Even a failed call may have changed state before raising; keep and announce what it did.
+                self._persist()
                 self._api.publish_notifications(self.model.take_notifications())
                 self._changed.notify_all()
+
+    def _exchanged(self, exchange: Exchange) -> None:
+        # Called under the lock after each device request over MQTT, before the next one is read.
+        self.requests.append(exchange)
+        self._persist()
+
+    def _persist(self) -> None:
+        if self.store is not None:
+            self.store.save(self.model.to_records())
 
     def _tick_forever(self) -> None:
         while not self._stopping.wait(TICK_SECONDS):
