@@ -1,0 +1,369 @@
+"""The job runner: picks the next execution, runs its allowed handler, reports progress, cancellation and outcome."""
+
+import json
+import time
+
+from iotjobs import payloads, store
+from iotjobs.errors import JobsError, RequestTimeout
+
+IN_PROGRESS = payloads.IN_PROGRESS
+SUCCEEDED = payloads.SUCCEEDED
+FAILED = payloads.FAILED
+REJECTED = payloads.REJECTED
+
+# The statusDetails key that carries the checkpoint, so that it survives even a lost flash file.
+CHECKPOINT_KEY = "checkpoint"
+# Managed-template handler names (AWS-Download-File, AWS-Reboot, ...) and the operation each one means here.
+TEMPLATE_HANDLERS = {"download-file": "download", "reboot": "reboot"}
+# Rejections of an update that mean the execution is no longer this device's to work on.
+_GONE = ("InvalidStateTransition", "ResourceNotFound", "TerminalStateReached")
+
+
+class Canceled(Exception):
+    """The execution was canceled, removed or timed out while its handler ran."""
+
+
+class Reboot(Exception):
+    """Raised by a handler to have the runner reset the board; the handler runs again after the restart."""
+
+
+def _clean(text, limit):
+    # The service refuses control and format characters in statusDetails; drop them rather than fail.
+    # Slices between them, not a list of characters: a clean value costs one allocation.
+    pieces = []
+    start = i = kept = 0
+    for c in text:
+        if kept >= limit:
+            break
+        if payloads._is_control(c):
+            pieces.append(text[start:i])
+            start = i + 1
+        else:
+            kept += 1
+        i += 1
+    if not pieces:
+        return text[:i]
+    pieces.append(text[start:i])
+    return "".join(pieces)
+
+
+def _clean_key(key):
+    key = str(key)[: payloads.DETAILS_KEY_MAX]
+    out = []
+    for c in key:
+        ok = "a" <= c <= "z" or "A" <= c <= "Z" or "0" <= c <= "9" or c in ":_-"
+        out.append(c if ok else "_")
+    return "".join(out)
+
+
+def clip_details(details, max_pairs=payloads.DETAILS_MAX_PAIRS):
+    """statusDetails the service accepts, from any dict: str keys and values, no control characters, clipped."""
+    out: dict = {}
+    if not isinstance(details, dict):
+        details = {"result": details}
+    # MicroPython's dict order is not insertion order: sort, so the same pairs survive on every run.
+    for key in sorted(details, key=str):
+        if len(out) >= max_pairs:
+            break
+        value = details[key]
+        if not isinstance(value, str):
+            value = json.dumps(value) if isinstance(value, (int, float, bool, list, dict)) else str(value)
+        value = _clean(value, payloads.DETAILS_VALUE_MAX)
+        key = _clean_key(key)
+        if key and value:
+            out[key] = value
+    return out
+
+
+def failure_details(error):
+    """FAILED statusDetails for an exception: its type and clipped message, never a traceback."""
+    message = str(error) or "no message"
+    return clip_details({"error": type(error).__name__, "message": message})
+
+
+def operation_of(document):
+    """(operation, input dict, None) from a job document, or (None, None, reason it cannot run)."""
+    if isinstance(document, str):
+        try:
+            document = json.loads(document)
+        except ValueError:
+            return None, None, "job document is not JSON"
+    if not isinstance(document, dict):
+        return None, None, "job document is not a JSON object"
+    operation = document.get("operation")
+    if isinstance(operation, str):
+        return operation, document, None
+    steps = document.get("steps")
+    if not isinstance(steps, list) or not steps:
+        return None, None, "job document has no operation and no steps"
+    if len(steps) != 1:
+        return None, None, "job document has %d steps; this device runs one" % len(steps)
+    step = steps[0]
+    action = step.get("action") if isinstance(step, dict) else None
+    if not isinstance(action, dict) or action.get("type", "runHandler") != "runHandler":
+        return None, None, "job document step is not a runHandler action"
+    action_input = action.get("input")
+    if not isinstance(action_input, dict):
+        return None, None, "job document step has no input"
+    handler = action_input.get("handler")
+    if not isinstance(handler, str):
+        return None, None, "job document step names no handler"
+    # "download-file.sh" and "/opt/handlers/reboot.sh" name the same handler as "download-file" and "reboot".
+    name = handler.split("/")[-1]
+    dot = name.rfind(".")
+    if dot > 0:
+        name = name[:dot]
+    return TEMPLATE_HANDLERS.get(name, name), action_input, None
+
+
+def _step_timeout(document):
+    minutes = document.get("stepTimeoutInMinutes") if isinstance(document, dict) else None
+    if isinstance(minutes, int) and not isinstance(minutes, bool) and 1 <= minutes <= payloads.STEP_TIMEOUT_MAX_MIN:
+        return minutes
+    return None
+
+
+def _default_reset():
+    import machine
+
+    machine.reset()
+
+
+class Runner:
+    def __init__(
+        self,
+        jobs_client,
+        handlers,
+        state_path="iotjobs_state.json",
+        describe_every_ms=60000,
+        on_state=None,
+        reset=None,
+        idle_ms=50,
+    ):
+        self.jc = jobs_client
+        self.handlers = handlers
+        self.state_path = state_path
+        self.describe_every_ms = describe_every_ms
+        self.on_state = on_state
+        self.reset = reset or _default_reset
+        self.idle_ms = idle_ms
+        self.finished = 0  # executions this runner brought to a terminal state (or saw canceled)
+        self.state = None
+        # Start with start_next, not describe: after a reset it returns the IN_PROGRESS execution first.
+        self._start = True
+        self._last_check = time.ticks_ms()
+        self._job = None  # (jobId, executionNumber) of the execution whose handler runs
+        self._step = None
+        self._timeout = None
+        self._suspect = False
+        self._gone = None
+        jobs_client.on_notify_next(self._notified_next)
+        jobs_client.on_notify(self._notified)
+        self._set_state("idle")
+
+    def run(self, max_jobs=None):
+        """The device loop: forever, or until max_jobs executions reached a terminal state."""
+        done = 0
+        while max_jobs is None or done < max_jobs:
+            if self.step():
+                done += 1
+            else:
+                # JobsClient has no blocking wait in its public API: a short sleep keeps this loop off the CPU.
+                time.sleep_ms(self.idle_ms)
+        return done
+
+    def step(self):
+        """One bounded iteration: poll, maybe start and run one execution; its outcome name, or None."""
+        self.jc.poll()
+        start = self._start
+        if not start:
+            if time.ticks_diff(time.ticks_ms(), self._last_check) < self.describe_every_ms:
+                return None
+            self._last_check = time.ticks_ms()
+            # The fallback for a lost notify-next: a cheap look without the document, then start_next only if needed.
+            try:
+                start = self.jc.describe(include_document=False) is not None
+            except (JobsError, RequestTimeout) as e:
+                self._report_error("describe $next failed", e)
+                return None
+            if not start:
+                self._set_state("idle")
+                return None
+        self._start = False
+        self._last_check = time.ticks_ms()
+        try:
+            execution = self.jc.start_next()
+        except (JobsError, RequestTimeout) as e:
+            self._report_error("start_next failed", e)
+            self._start = True
+            return None
+        if execution is None:
+            self._set_state("idle")
+            return None
+        # Whatever comes next, look again soon: one execution done may mean another waits.
+        self._start = True
+        outcome = self._execute(execution)
+        if outcome:
+            self.finished += 1
+        return outcome
+
+    # ---- one execution -------------------------------------------------------------------------
+
+    def _execute(self, execution):
+        job_id = execution.get("jobId")
+        number = execution.get("executionNumber")
+        saved = store.read_json(self.state_path)
+        checkpoint = None
+        if isinstance(saved, dict) and saved.get("jobId") == job_id and saved.get("executionNumber") == number:
+            final = saved.get("final")
+            if final:
+                # The handler already finished before a reset: report its outcome, never run it twice.
+                return self._finish(job_id, number, final[0], final[1], saved.get("step"))
+            checkpoint = saved.get("step")
+        else:
+            details = execution.get("statusDetails")
+            if execution.get("status") == IN_PROGRESS and isinstance(details, dict):
+                checkpoint = details.get(CHECKPOINT_KEY)
+        document = execution.get("jobDocument")
+        operation, params, reason = operation_of(document)
+        handler = self.handlers.get(operation) if operation is not None else None
+        if handler is None:
+            if reason is None:
+                reason = "operation %r is not allowed on this device" % (operation,)
+            return self._finish(job_id, number, REJECTED, clip_details({"reason": reason}))
+        self._job = (job_id, number)
+        self._step = checkpoint
+        self._timeout = _step_timeout(document)
+        self._suspect = False
+        self._gone = None
+        execution["checkpoint"] = checkpoint
+        execution["operation"] = operation
+        execution["input"] = params
+        del document, params
+        self._set_state("running")
+        try:
+            self._save(job_id, number, checkpoint)
+            self._progress({"state": "resumed" if checkpoint is not None else "started"})
+            result = handler(execution, self._progress)
+            status, details = SUCCEEDED, clip_details(result if result is not None else {})
+        except Canceled:
+            self._job = None
+            store.remove(self.state_path)
+            self._set_state("canceled")
+            return "canceled"
+        except Reboot:
+            self._job = None
+            self.reset()
+            return None
+        except Exception as e:  # any handler failure is the job's FAILED, not the device loop's end
+            status, details = FAILED, failure_details(e)
+        self._job = None
+        return self._finish(job_id, number, status, details, self._step)
+
+    def _progress(self, details=None, step=None):
+        """progress(details, step=None): IN_PROGRESS with clipped details; checkpoints step; raises Canceled."""
+        if self._job is None:
+            raise Canceled("no execution is running")
+        job_id, number = self._job
+        if self._gone is None and self._suspect:
+            self._suspect = False
+            self._confirm(job_id, number)
+        if self._gone is not None:
+            raise Canceled(self._gone)
+        if step is not None:
+            self._step = step
+            self._save(job_id, number, step)
+        if self._step is not None:
+            details = clip_details(details or {}, payloads.DETAILS_MAX_PAIRS - 1)
+            details[CHECKPOINT_KEY] = _clean(str(self._step), payloads.DETAILS_VALUE_MAX) or "-"
+        else:
+            details = clip_details(details or {})
+        try:
+            self.jc.update(job_id, IN_PROGRESS, details, execution_number=number, step_timeout_min=self._timeout)
+        except JobsError as e:
+            if e.code in _GONE:
+                self._gone = "%s: %s" % (e.code, e.message)
+                raise Canceled(self._gone) from None
+            # Progress is best effort (throttled, busy, ...): the work goes on, the outcome is what must arrive.
+            self._report_error("progress update failed", e)
+        except RequestTimeout as e:
+            self._report_error("progress update failed", e)
+
+    def _confirm(self, job_id, number):
+        try:
+            execution = self.jc.describe(job_id, number, include_document=False)
+        except JobsError as e:
+            if e.code in _GONE:
+                self._gone = "%s: %s" % (e.code, e.message)
+            return
+        except RequestTimeout:
+            return
+        status = execution.get("status") if execution else None
+        if status != IN_PROGRESS:
+            self._gone = "execution is %s" % status
+
+    def _finish(self, job_id, number, status, details, step=None):
+        # Saved first: after a reset before the answer, this outcome is reported and the handler not run again.
+        self._save(job_id, number, step, [status, details])
+        try:
+            self.jc.update(job_id, status, details, execution_number=number)
+            outcome = status.lower()
+        except JobsError as e:
+            state = e.execution_state or {}
+            if e.code == "InvalidStateTransition" and state.get("status") == status:
+                outcome = status.lower()  # an earlier attempt got through; its answer was lost
+            elif e.code in _GONE:
+                outcome = "canceled"
+            else:
+                self._report_error("reporting %s failed" % status, e)
+                outcome = status.lower()
+        except RequestTimeout as e:
+            # Kept on flash; start_next returns this execution again while it is IN_PROGRESS, and then it is sent.
+            self._report_error("reporting %s failed" % status, e)
+            return None
+        store.remove(self.state_path)
+        self._set_state(outcome)
+        return outcome
+
+    def _save(self, job_id, number, step, final=None):
+        state = {"jobId": job_id, "executionNumber": number, "step": step}
+        if final is not None:
+            state["final"] = final
+        store.write_json(self.state_path, state)
+
+    # ---- notifications ---------------------------------------------------------------------------
+
+    def _notified_next(self, payload):
+        execution = payload.get("execution")
+        if self._job is None:
+            if execution:
+                self._start = True
+            return
+        if not execution or execution.get("jobId") != self._job[0]:
+            # In-progress executions come first, so another head means ours is gone: confirm at the next progress.
+            self._suspect = True
+
+    def _notified(self, payload):
+        jobs = payload.get("jobs")
+        if not isinstance(jobs, dict):
+            return
+        if self._job is None:
+            if jobs:
+                self._start = True
+            return
+        running = jobs.get(IN_PROGRESS) or ()
+        if not any(isinstance(j, dict) and j.get("jobId") == self._job[0] for j in running):
+            self._suspect = True
+
+    def _set_state(self, name):
+        if name == self.state:
+            return
+        self.state = name
+        if self.on_state is not None:
+            try:
+                self.on_state(name)
+            except Exception as e:  # a broken LED must not stop the jobs
+                self._report_error("on_state raised", e)
+
+    def _report_error(self, reason, detail):
+        print("iotjobs runner: %s: %s" % (reason, detail))
