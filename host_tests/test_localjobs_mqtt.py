@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -723,8 +724,10 @@ def test_mosquitto_tls_listener_requires_a_client_certificate(tmp_path: Path) ->
 
 
 def start_cli(*args: str) -> tuple[subprocess.Popen[str], str]:
+    # Never the default database in the user's home: each test starts from nothing.
+    db = () if "--db" in args else ("--db", ":memory:")
     process = subprocess.Popen(
-        [str(CLI), "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [str(CLI), "serve", *db, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     assert process.stdout is not None
     line = process.stdout.readline().strip()
@@ -744,7 +747,7 @@ def stop_cli(process: subprocess.Popen[str], signum: int) -> int:
 def test_cli_serves_a_broker_and_exits_cleanly(mosquitto: Mosquitto, thing_name: str, signum: int) -> None:
     process, line = start_cli("--broker", mosquitto.address)
     try:
-        assert line == f"ready mqtt={mosquitto.address}"
+        assert re.fullmatch(rf"ready mqtt={re.escape(mosquitto.address)} http=127\.0\.0\.1:[0-9]+", line), line
         device = Device(mosquitto.host, mosquitto.port, thing_name)
         try:
             assert device.request("get", {"clientToken": "cli"})[1]["clientToken"] == "cli"
@@ -759,7 +762,7 @@ def test_cli_without_a_broker_runs_its_own(thing_name: str) -> None:
     process, line = start_cli()
     try:
         assert line.startswith("ready mqtt=127.0.0.1:")
-        port = int(line.rpartition(":")[2])
+        port = int(line.split()[1].rpartition(":")[2])
         device = Device("127.0.0.1", port, thing_name)
         try:
             assert device.request("start-next")[0] == "accepted"
@@ -783,6 +786,6 @@ def test_cli_reports_an_unreachable_broker() -> None:
     with Mosquitto() as broker:
         address = broker.address
     done = subprocess.run(
-        [str(CLI), "serve", "--broker", address], capture_output=True, text=True, timeout=30
+        [str(CLI), "serve", "--db", ":memory:", "--broker", address], capture_output=True, text=True, timeout=30
     )
     assert done.returncode == 1 and "iotjobs-local:" in done.stderr and done.stdout == ""

@@ -4,18 +4,38 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 
 from .broker import Mosquitto
+from .clock import Clock
 from .service import JobsService
 
 
+def default_db() -> Path:
+    # Outside any checkout, so one state survives across projects' clean builds (XDG's place for state).
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(state) / "iotjobs-local" / "jobs.db"
+
+
+class OffsetClock(Clock):
+    """The wall clock moved by a fixed offset: try timers and rollouts hours ahead without waiting."""
+
+    def __init__(self, offset: float) -> None:
+        self.offset = offset
+
+    def now(self) -> float:
+        return super().now() + self.offset
+
+
 def parse_address(text: str) -> tuple[str, int]:
+    """HOST:PORT; port 0 means any free port."""
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
     return host.strip("[]"), int(port)
 
@@ -29,6 +49,31 @@ def build_parser() -> argparse.ArgumentParser:
         type=parse_address,
         metavar="HOST:PORT",
         help="MQTT broker to serve on; without it, start a private mosquitto on a free loopback port",
+    )
+    serve.add_argument(
+        "--http",
+        type=parse_address,
+        default=("127.0.0.1", 0),
+        metavar="HOST:PORT",
+        help="serve the management and iot-jobs-data REST APIs here (default: a free loopback port)",
+    )
+    serve.add_argument(
+        "--db",
+        default=str(default_db()),
+        metavar="PATH",
+        help=f"SQLite file that keeps all state across restarts (default {default_db()}; ':memory:' keeps none)",
+    )
+    serve.add_argument(
+        "--files",
+        metavar="DIR",
+        help="folder standing in for S3: s3://BUCKET/KEY is DIR/BUCKET/KEY (documentSource, presigned URLs)",
+    )
+    serve.add_argument(
+        "--time-offset",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="run the service's clock this far ahead of the wall clock (to try timers and rollouts)",
     )
     serve.add_argument("--log-level", default="WARNING", help="Python logging level (default WARNING)")
     return parser
@@ -49,9 +94,11 @@ def serve(args: argparse.Namespace) -> int:
         host, port = broker.host, broker.port
     else:
         host, port = args.broker
+    clock = OffsetClock(args.time_offset) if args.time_offset else Clock()
     try:
-        with JobsService(host, port):
-            print(f"ready mqtt={host}:{port}", flush=True)
+        with JobsService(host, port, clock=clock, http=args.http, db=args.db, files=args.files) as service:
+            assert service.http is not None
+            print(f"ready mqtt={host}:{port} http={service.http.address}", flush=True)
             # wait() with a timeout keeps the main thread responsive to signals on every platform.
             while not stop.wait(0.5):
                 pass
