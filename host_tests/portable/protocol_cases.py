@@ -5,6 +5,7 @@ import json
 from harness import main, raises
 from iotjobs import errors, payloads, topics
 from iotjobs.errors import JobsError
+from iotjobs.session import backoff_ms
 
 THING = "dev-1"
 BASE = "$aws/things/dev-1/jobs"
@@ -332,6 +333,34 @@ def case_error_from_odd_payloads():
     assert e.code == "" and e.message == "" and e.execution_state is None
     e = errors.from_rejected({"code": "SomethingNew", "message": "later API"})
     assert e.code == "SomethingNew"
+
+
+# ---- reconnect backoff -------------------------------------------------------------------------------
+
+
+def case_backoff_caps_grow_to_the_ceiling():
+    def highest(k):
+        return k - 1
+
+    caps = [backoff_ms(n, 1000, 120000, 2, highest) + 1 for n in range(10)]
+    assert caps == [1001, 2001, 4001, 8001, 16001, 32001, 64001, 120001, 120001, 120001], caps
+    assert backoff_ms(1000, 1000, 120000, 2, highest) == 120000
+    assert backoff_ms(3, 500, 60000, 3, highest) == 13500
+
+
+def case_backoff_is_full_jitter():
+    assert backoff_ms(6, 1000, 120000, 2, lambda k: 0) == 0
+    seen = set()
+    for _ in range(200):
+        delay = backoff_ms(2, 100, 1000, 2)
+        assert 0 <= delay <= 400
+        seen.add(min(delay // 100, 3))
+    # Spread over the whole window, not bunched at its top (200 draws miss a quarter with odds of 1e-25).
+    assert seen == {0, 1, 2, 3}, seen
+
+
+def case_backoff_without_a_floor():
+    assert backoff_ms(3, 0, 1000, 2) == 0
 
 
 if __name__ == "__main__":

@@ -40,10 +40,12 @@ REPLY_SUFFIXES = ("accepted", "rejected")
 NOTIFICATION_KINDS = ("notify", "notify-next")
 APIS = ("get_pending", "start_next", "describe", "update")
 INVALID_TOPIC = "invalid_topic"
+DROP = "drop"
 
 Publish = Callable[[str, bytes], None]
-# interceptor(thing, api, topic, request, publish) -> None, or {"code": ..., "message": ...} to reject
-Interceptor = Callable[[str, str, str, dict[str, Any], Publish], dict[str, Any] | None]
+# interceptor(thing, api, topic, request, publish) -> None, or {"code": ..., "message": ...} to reject,
+# or DROP to leave the request unanswered (a service that died before replying)
+Interceptor = Callable[[str, str, str, dict[str, Any], Publish], dict[str, Any] | str | None]
 
 
 @dataclass(frozen=True)
@@ -317,6 +319,8 @@ class MqttApi:
             else:
                 assert request is not None
                 response, outcome = self._answer(route, topic, request)
+                if outcome == DROP:
+                    return
             if request is not None and request.get("clientToken") is not None:
                 response["clientToken"] = request["clientToken"]
             response["timestamp"] = self.timestamp()
@@ -331,7 +335,9 @@ class MqttApi:
         try:
             if self.interceptor is not None:
                 forced = self.interceptor(route.thing, route.api, topic, request, self.publish)
-                if forced is not None:
+                if forced == DROP:
+                    return {}, DROP
+                if isinstance(forced, dict):
                     return {"message": "forced by the test interceptor", **forced}, "rejected"
             return call_model(self.model, route, request), "accepted"
         except ApiError as err:

@@ -1,52 +1,343 @@
-"""The MQTT session: owns the umqtt.simple client, its subscriptions, and the inbox of arrived messages."""
+"""The MQTT session: owns the umqtt.simple client and its socket, pings, notices a dead link, reconnects."""
 
+import random
 import select
+import time
 
+import umqtt.simple as umqtt_simple
 from micropython import const
 
 INBOX_MAX = const(16)
 
 
+def backoff_ms(attempt, floor_ms, ceiling_ms, factor, rand=None):
+    """Delay before reconnect attempt number attempt (0 first): full jitter under a capped exponential."""
+    cap = floor_ms
+    for _ in range(attempt):
+        cap *= factor
+        if cap >= ceiling_ms:
+            cap = ceiling_ms
+            break
+    # Full jitter spreads a fleet that lost the broker at the same moment over the whole window.
+    return (rand or random.randrange)(cap + 1) if cap > 0 else 0
+
+
+class LinkDown(OSError):
+    """The link to the broker failed; the session reconnects by itself."""
+
+
+class _Link:
+    """The socket as umqtt.simple sees it: blocking reads and writes give up after a bound, big messages are dropped."""
+
+    def __init__(self, sock, session):
+        self.sock = sock
+        self.session = session
+        self.blocking_s = session.response_ms / 1000
+        sock.settimeout(self.blocking_s)
+
+    def setblocking(self, flag):
+        # umqtt.simple asks for a fully blocking socket after each first byte; a frozen link must not hang it.
+        self.sock.settimeout(self.blocking_s if flag else 0)
+
+    def read(self, n):
+        session = self.session
+        if n > session.max_message:
+            return self._discard(n)
+        try:
+            data = self.sock.read(n)
+        except MemoryError:
+            return self._discard(n)
+        if data is None:
+            return None
+        if len(data) < n and n > 1:
+            raise LinkDown("connection closed in the middle of a packet")
+        if data:
+            session.received()
+        return data
+
+    def _discard(self, n):
+        # Read the oversized part off the socket in small pieces, so the next packet still parses.
+        left = n
+        chunk = bytearray(256)
+        view = memoryview(chunk)
+        while left:
+            got = self.sock.readinto(view[: min(left, 256)])
+            if not got:
+                raise LinkDown("connection closed while discarding a message")
+            left -= got
+        self.session.received()
+        self.session.oversized += 1
+        self.session.too_large = n
+        return b""
+
+    def write(self, data, n=None):
+        length = len(data) if n is None else n
+        written = self.sock.write(data, length) if n is not None else self.sock.write(data)
+        if written is None or written < length:
+            raise LinkDown("write did not complete")
+        self.session.sent()
+        return written
+
+    def close(self):
+        self.sock.close()
+
+
+class _TimedSockets:
+    """umqtt.simple 1.3.4's view of the socket module: sockets it opens time out (it has no connect timeout)."""
+
+    def __init__(self, real, timeout_s):
+        self.real = real
+        self.timeout_s = timeout_s
+
+    def socket(self, *args):
+        sock = self.real.socket(*args)
+        sock.settimeout(self.timeout_s)
+        return sock
+
+    def getaddrinfo(self, *args):
+        return self.real.getaddrinfo(*args)
+
+
 class Session:
-    def __init__(self, mqtt, qos=1, inbox_max=INBOX_MAX):
+    """One MQTT connection that comes back by itself.
+
+    mqtt: a umqtt.simple MQTTClient (or the same interface); topics: what to subscribe after each connect.
+    on_connect(): called after every successful (re)connect and subscribe; the client re-sends from there.
+    """
+
+    def __init__(
+        self,
+        mqtt,
+        qos=1,
+        inbox_max=INBOX_MAX,
+        wlan=None,
+        response_ms=5000,
+        ping_ms=None,
+        backoff_floor_ms=1000,
+        backoff_ceiling_ms=120000,
+        backoff_factor=2,
+        stable_ms=60000,
+        wlan_ms=15000,
+        max_message=40960,
+    ):
         self.mqtt = mqtt
         self.qos = qos
         self.inbox_max = inbox_max
+        self.wlan = wlan
+        self.response_ms = response_ms
+        keepalive = getattr(mqtt, "keepalive", 0) or 60
+        # Half the keepalive: the broker drops a client that is silent for 1.5 keepalives.
+        self.ping_ms = ping_ms or keepalive * 500
+        self.backoff_floor_ms = backoff_floor_ms
+        self.backoff_ceiling_ms = backoff_ceiling_ms
+        self.backoff_factor = backoff_factor
+        self.stable_ms = stable_ms
+        self.wlan_ms = wlan_ms
+        self.max_message = max_message
+        self.topics = []  # type: list[str]
+        self.on_connect = None
+        self.on_drop = None
+        self.connected = False
         self.inbox = []
         self.overflowed = 0
+        self.oversized = 0
+        self.too_large = 0
+        self.connects = 0
+        self.link_losses = 0
+        self.last_error = None
+        now = time.ticks_ms()
+        self._attempt = 0
+        self._next_attempt = now
+        self._up_since = now
+        self._last_rx = now
+        self._last_tx = now
+        self._ping_at = None
+        self._raw = None
         self._poller = select.poll()
         mqtt.set_callback(self._arrived)
 
+    # ---- what the link tells us ------------------------------------------------------------------
+
     def _arrived(self, topic, msg):
         # umqtt calls this from inside wait_msg(): only enqueue, since publishing here would re-enter it.
+        if self.too_large:
+            size = self.too_large
+            self.too_large = 0
+            self._report("message too large", "%d bytes on %s" % (size, topic))
+            return
         if len(self.inbox) >= self.inbox_max:
             self.inbox.pop(0)
             self.overflowed += 1
+            self._report("inbox full", "oldest message dropped")
         self.inbox.append((topic, msg))
 
+    def received(self):
+        self._last_rx = time.ticks_ms()
+        self._ping_at = None
+
+    def sent(self):
+        self._last_tx = time.ticks_ms()
+
+    def _report(self, reason, detail):
+        if self.on_drop is not None:
+            self.on_drop(reason, detail)
+
+    # ---- connecting ------------------------------------------------------------------------------
+
     def connect(self, topics):
-        """Connect with a clean session and subscribe to topics."""
-        self.mqtt.connect()
-        for topic in topics:
-            self.mqtt.subscribe(topic, self.qos)
-        self._poller.register(self.mqtt.sock, select.POLLIN)
+        """Connect and subscribe to topics now; raise OSError if that fails (later losses are handled here)."""
+        self.topics = list(topics)
+        if not self._connect_once():
+            raise self.last_error or OSError("connect failed")
+
+    def _wlan_up(self):
+        wlan = self.wlan
+        if wlan is None or wlan.isconnected():
+            return True
+        try:
+            wlan.active(True)
+            wlan.connect()
+        except OSError:
+            pass
+        deadline = time.ticks_add(time.ticks_ms(), self.wlan_ms)
+        while not wlan.isconnected():
+            if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
+                return False
+            time.sleep_ms(50)
+        return True
+
+    def _open(self):
+        try:
+            self.mqtt.connect(True, timeout=self.response_ms / 1000)
+            return
+        except TypeError:
+            pass
+        real = umqtt_simple.socket  # type: ignore[attr-defined]
+        umqtt_simple.socket = _TimedSockets(real, self.response_ms / 1000)  # type: ignore[attr-defined]
+        try:
+            self.mqtt.connect(True)
+        finally:
+            umqtt_simple.socket = real  # type: ignore[attr-defined]
+
+    def _connect_once(self):
+        self._close_socket()
+        try:
+            if not self._wlan_up():
+                raise OSError("WiFi did not come up within %d ms" % self.wlan_ms)
+            self._open()
+            self._raw = self.mqtt.sock
+            self.mqtt.sock = _Link(self._raw, self)
+            for topic in self.topics:
+                self.mqtt.subscribe(topic, self.qos)
+            self._poller.register(self._raw, select.POLLIN)
+        except Exception as e:  # any failure of an attempt is the same to us: try again later
+            self._failed(e)
+            return False
+        now = time.ticks_ms()
+        self.connected = True
+        self.connects += 1
+        self._up_since = self._last_rx = self._last_tx = now
+        self._ping_at = None
+        self.last_error = None
+        if self.on_connect is not None:
+            self.on_connect()
+        return self.connected
+
+    def _failed(self, error):
+        was_connected = self.connected
+        self.connected = False
+        self.last_error = error
+        self._close_socket()
+        if was_connected:
+            self.link_losses += 1
+        delay = backoff_ms(self._attempt, self.backoff_floor_ms, self.backoff_ceiling_ms, self.backoff_factor)
+        self._attempt += 1
+        self._next_attempt = time.ticks_add(time.ticks_ms(), delay)
+
+    def _close_socket(self):
+        raw = self._raw
+        if raw is None:
+            return
+        self._raw = None
+        try:
+            self._poller.unregister(raw)
+        except (OSError, KeyError, ValueError):
+            pass
+        try:
+            raw.close()
+        except OSError:
+            pass
+
+    def link_lost(self, error):
+        """Mark the link dead (the next wait() reconnects when the backoff allows)."""
+        if self.connected:
+            self._failed(error)
+
+    # ---- using the link --------------------------------------------------------------------------
 
     def publish(self, topic, payload):
+        """Publish now; False if the link is down or failed while publishing."""
+        if not self.connected:
+            return False
         # umqtt counts len(payload), which for a str with non-ASCII text is not its size on the wire.
         if isinstance(payload, str):
             payload = payload.encode()
-        self.mqtt.publish(topic, payload, False, self.qos)
+        try:
+            self.mqtt.publish(topic, payload, False, self.qos)
+            return True
+        except Exception as e:  # a broken link shows up as OSError, IndexError or AssertionError in umqtt
+            self._failed(e)
+            return False
 
     def wait(self, timeout_ms):
-        """Take in at most one packet, waiting up to timeout_ms for one; True if anything was read."""
+        """Wait up to timeout_ms for a packet and take it in; reconnects and pings as due. True if anything came."""
+        if not self.connected:
+            return self._wait_down(timeout_ms)
         before = len(self.inbox)
-        # A TLS socket can hold a decrypted packet that poll() cannot see, so look before waiting.
-        self.mqtt.check_msg()
-        if len(self.inbox) > before:
-            return True
-        if self._poller.poll(timeout_ms):
+        try:
+            if self._keepalive():
+                return False
+            # A TLS socket can hold a decrypted packet that poll() cannot see, so look before waiting.
             self.mqtt.check_msg()
-            return True
+            if len(self.inbox) > before:
+                return True
+            if self._poller.poll(max(0, min(timeout_ms, self._until_timer()))):
+                self.mqtt.check_msg()
+                return True
+        except Exception as e:  # see publish()
+            self._failed(e)
+        return len(self.inbox) > before
+
+    def _wait_down(self, timeout_ms):
+        due = time.ticks_diff(self._next_attempt, time.ticks_ms())
+        if due > 0:
+            time.sleep_ms(min(due, timeout_ms))
+            if due > timeout_ms:
+                return False
+        return self._connect_once()
+
+    def _until_timer(self):
+        now = time.ticks_ms()
+        if self._ping_at is not None:
+            return time.ticks_diff(time.ticks_add(self._ping_at, self.response_ms), now)
+        return self.ping_ms - max(time.ticks_diff(now, self._last_rx), time.ticks_diff(now, self._last_tx))
+
+    def _keepalive(self):
+        """Ping when the link has been quiet, and give up on it when a ping goes unanswered. True if it died."""
+        now = time.ticks_ms()
+        if self._attempt and time.ticks_diff(now, self._up_since) >= self.stable_ms:
+            self._attempt = 0
+        if self._ping_at is not None:
+            if time.ticks_diff(now, self._ping_at) >= self.response_ms:
+                self._failed(LinkDown("no answer from the broker within %d ms" % self.response_ms))
+                return True
+            return False
+        if (
+            time.ticks_diff(now, self._last_rx) >= self.ping_ms
+            or time.ticks_diff(now, self._last_tx) >= self.ping_ms
+        ):
+            self.mqtt.ping()
+            self._ping_at = now
         return False
 
     def take(self):
@@ -54,10 +345,11 @@ class Session:
         return self.inbox.pop(0) if self.inbox else None
 
     def disconnect(self):
-        self._poller.unregister(self.mqtt.sock)
-        try:
-            self.mqtt.disconnect()
-        except OSError:
-            # The link is already gone; the socket still has to be released.
-            self.mqtt.sock.close()
+        if self.connected:
+            try:
+                self.mqtt.disconnect()
+            except Exception:  # the link is already gone; the socket is released below either way
+                pass
+        self.connected = False
+        self._close_socket()
         self.inbox = []

@@ -1,0 +1,61 @@
+"""Device scenarios about the link (oversized messages, calls while the broker is away), on both runtimes.
+
+Usage: link_scenarios.py NAME HOST PORT THING [ARG ...]; prints `RESULT <key> <json>` lines.
+"""
+
+import json
+import sys
+import time
+
+from umqtt.simple import MQTTClient
+
+from iotjobs import JobsClient, RequestTimeout
+
+
+def emit(key, value):
+    print("RESULT", key, json.dumps(value))
+
+
+def scenario_oversized(jc, args):
+    reasons = []
+    jc.on_error(lambda reason, detail: reasons.append(reason))
+    execution = jc.describe(args[0])
+    emit("execution", {"jobId": execution["jobId"], "status": execution["status"]})
+    emit("reasons", reasons)
+    emit("oversized", jc.session.oversized)
+    # The link is still in step: the next call works.
+    emit("pending", len(jc.get_pending()["queuedJobs"]))
+
+
+def scenario_call_while_unreachable(jc, args):
+    print("READY")
+    sys.stdin.readline()  # the test makes the broker unreachable, then says go
+    started = time.ticks_ms()
+    try:
+        jc.get_pending()
+        emit("outcome", "answered")
+    except RequestTimeout as e:
+        emit("outcome", str(e))
+    emit("elapsed_ms", time.ticks_diff(time.ticks_ms(), started))
+
+
+def main():
+    name, host, port, thing = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    args = sys.argv[5:]
+    link = {"response_ms": 500, "ping_ms": 1000, "backoff_floor_ms": 100, "backoff_ceiling_ms": 400}
+    while args and "=" in args[0]:
+        key, _, value = args.pop(0).partition("=")
+        link[key] = int(value)
+    timeout_ms = link.pop("timeout_ms", 5000)
+    jc = JobsClient(MQTTClient(thing + "-device", host, port, keepalive=60), thing, timeout_ms=timeout_ms, **link)
+    jc.connect()
+    try:
+        globals()["scenario_" + name](jc, args)
+    except Exception as e:
+        print("ERROR", type(e).__name__, e)
+        sys.exit(1)
+    finally:
+        jc.disconnect()
+
+
+main()

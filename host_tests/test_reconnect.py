@@ -1,0 +1,154 @@
+"""Reconnects that lose nothing: the device loop through broker, service and link faults, on both runtimes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from device import PORTABLE, ROOT, RUNTIMES, run, start
+from localjobs.broker import Mosquitto
+from localjobs.mqtt_api import DROP
+from localjobs.service import JobsService
+
+WORKER = ROOT / "tools" / "soak" / "device.py"
+
+
+@pytest.fixture(params=RUNTIMES)
+def runtime(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def own_broker() -> Iterator[Mosquitto]:
+    # A broker of this test's own, since the test kills it.
+    with Mosquitto() as broker:
+        yield broker
+
+
+def progress_problems(history: list[dict[str, Any]], steps: int, final: str) -> list[str]:
+    """What is wrong with an execution's recorded history: lost, doubled or out-of-order updates."""
+    problems = []
+    recorded = [int(h["statusDetails"]["step"]) for h in history
+                if h["status"] == "IN_PROGRESS" and "step" in h["statusDetails"]]
+    if recorded != sorted(set(recorded)):
+        problems.append("progress doubled or out of order: %s" % recorded)
+    if any(not 1 <= step <= steps for step in recorded):
+        problems.append("progress step never sent: %s" % recorded)
+    terminal = [h["status"] for h in history if h["status"] not in ("QUEUED", "IN_PROGRESS")]
+    if terminal != [final]:
+        problems.append("terminal states %s, expected [%s]" % (terminal, final))
+    return problems
+
+
+class Device:
+    """The device loop as a subprocess, its output collected line by line."""
+
+    def __init__(self, runtime: str, host: str, port: int, thing: str, *options: str,
+                 env: dict[str, str] | None = None) -> None:
+        self.process = start(runtime, WORKER, host, str(port), thing, *options, env=env)
+        self.lines: list[str] = []
+        self.changed = threading.Condition()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            with self.changed:
+                self.lines.append(line.rstrip("\n"))
+                self.changed.notify_all()
+
+    def wait_line(self, prefix: str, timeout: float = 30) -> str:
+        with self.changed:
+            found = self.changed.wait_for(lambda: any(line.startswith(prefix) for line in self.lines), timeout)
+            assert found, "no %r line in:\n%s" % (prefix, "\n".join(self.lines))
+            return next(line for line in self.lines if line.startswith(prefix))
+
+    def finish(self, timeout: float = 60) -> dict[str, int]:
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.reader.join(5)
+        done = self.wait_line("DONE", 1)
+        assert self.process.returncode == 0, "\n".join(self.lines)
+        return {k: int(v) for k, v in (part.split("=") for part in done.split()[1:])}
+
+
+def test_broker_killed_and_restarted_mid_job(runtime, own_broker, thing_name):
+    with JobsService(own_broker.host, own_broker.port) as service:
+        service.create_thing(thing_name)
+        service.create_job("job-k", [thing_name], {"steps": 4, "final": "SUCCEEDED", "pause_ms": 150})
+        device = Device(runtime, own_broker.host, own_broker.port, thing_name, "jobs=1")
+        try:
+            service.wait_until(lambda: len(service.history(thing_name, "job-k")) >= 3, timeout=20)
+            own_broker.kill()
+            own_broker.start()
+            stats = device.finish()
+        finally:
+            device.process.kill()
+        assert service.wait_subscribed(10)
+        history = service.history(thing_name, "job-k")
+        assert progress_problems(history, 4, "SUCCEEDED") == []
+        assert stats["jobs"] == 1 and stats["loop_deaths"] == 0
+        assert stats["connects"] >= 2 and stats["link_losses"] >= 1
+
+
+def test_service_restarted_mid_job(runtime, mosquitto, jobs_service, thing_name):
+    jobs_service.create_job("job-s", [thing_name], {"steps": 3, "final": "FAILED", "pause_ms": 100})
+    stopped = threading.Event()
+    # stop() joins the service's network thread, so it cannot run on it: the interceptor hands it over.
+    stopper = threading.Thread(target=jobs_service.stop)
+
+    def stop_on_step_two(thing, api, topic, request, publish):
+        # The service goes away with step 2 unanswered: the device must re-send it, once.
+        if api == "update" and (request.get("statusDetails") or {}).get("step") == "2" and not stopped.is_set():
+            stopper.start()
+            stopped.set()
+            return DROP
+        return None
+
+    jobs_service.interceptor = stop_on_step_two
+    device = Device(runtime, mosquitto.host, mosquitto.port, thing_name, "jobs=1", "timeout_ms=1000")
+    try:
+        assert stopped.wait(20)
+        stopper.join(10)
+        jobs_service.interceptor = None
+        jobs_service.start()
+        stats = device.finish()
+    finally:
+        device.process.kill()
+    assert progress_problems(jobs_service.history(thing_name, "job-s"), 3, "FAILED") == []
+    assert stats["jobs"] == 1 and stats["loop_deaths"] == 0
+
+
+LINK_SCENARIOS = PORTABLE / "link_scenarios.py"
+
+
+@pytest.mark.parametrize("limit, heapsize", [("max_message=8192", None), ("max_message=1000000", "96k")],
+                         ids=["over-the-limit", "memory-error"])
+def test_message_that_does_not_fit_is_discarded(runtime, mosquitto, jobs_service, thing_name, limit, heapsize):
+    jobs_service.create_job("job-o", [thing_name], {"operation": "x"})
+    huge = json.dumps({"clientToken": "x", "blob": "z" * 150000}).encode()
+
+    def inject(thing, api, topic, request, publish):
+        if api == "describe":
+            publish(topic + "/accepted", huge)
+        return None
+
+    jobs_service.interceptor = inject
+    done = run(runtime, LINK_SCENARIOS, "oversized", mosquitto.host, str(mosquitto.port), thing_name, limit,
+               "job-o", heapsize=heapsize)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done["execution"] == {"jobId": "job-o", "status": "QUEUED"}
+    if runtime == "micropython" or limit == "max_message=8192":
+        assert done["reasons"] == ["message too large"] and done["oversized"] == 1
+    else:
+        # CPython has the memory: the message is read whole and dropped for its foreign clientToken.
+        assert done["reasons"] == ["no call waits for this response"] and done["oversized"] == 0
+    assert done["pending"] == 1
