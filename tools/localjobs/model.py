@@ -953,19 +953,21 @@ class JobsModel:
         now = self.clock.now()
         if job.window_start is None:
             job.window_start, job.window_count = now, 0
-        while job.backlog:
+        if job.rate is None:
             self._raise_rate(job, config)
+        while job.backlog:
             assert job.rate is not None
             while job.backlog and job.window_count < job.rate:
                 self._add_execution(job, job.backlog.pop(0))
                 job.window_count += 1
                 job.notified_since_increase += 1
-                self._raise_rate(job, config)
             if now < job.window_start + ROLLOUT_WINDOW_SECONDS:
                 break
             # A service that was down (or a clock moved by hours) catches up one window at a time.
+            # The rate changes only between windows: a minute's allowance is fixed when it starts.
             job.window_start += ROLLOUT_WINDOW_SECONDS
             job.window_count = 0
+            self._raise_rate(job, config)
         if not job.backlog:
             job.window_start = None
 
