@@ -1,15 +1,20 @@
-"""The local AWS IoT Jobs service: the spec's device API over MQTT, driven from Python or HTTP."""
+"""The local AWS IoT Jobs service: device API over MQTT, management and device APIs over HTTP, state in SQLite."""
 
 from .broker import Mosquitto
 from .clock import Clock, ManualClock
-from .model import ApiError, Job, JobExecution, JobsModel, Notification, Thing
+from .documents import Documents
+from .http_api import HttpApi
+from .model import ApiError, Job, JobExecution, JobsModel, Notification, Thing, ThingGroup
 from .mqtt_api import Exchange, parse_topic
 from .service import JobsService
+from .store import Store
 
 __all__ = [
     "ApiError",
     "Clock",
+    "Documents",
     "Exchange",
+    "HttpApi",
     "Job",
     "JobExecution",
     "JobsModel",
@@ -17,6 +22,8 @@ __all__ = [
     "ManualClock",
     "Mosquitto",
     "Notification",
+    "Store",
     "Thing",
+    "ThingGroup",
     "parse_topic",
 ]

@@ -196,7 +196,7 @@ class JobExecution:
     step_deadline: float | None = None
     in_progress_deadline: float | None = None
     # Every applied change, oldest first: {"status", "statusDetails", "versionNumber", "time", "cause"}
-    # where cause is created, start-next, update, canceled or timed-out.
+    # where cause is created, start-next, update, canceled, timed-out or removed.
     history: list[dict[str, Any]] = field(default_factory=list)
 
     @property

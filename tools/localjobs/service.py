@@ -156,7 +156,7 @@ class JobsService:
         """Every applied change of the execution (the latest one unless numbered), oldest first.
 
         Entries are {"status", "statusDetails", "versionNumber", "time", "cause"}; cause is one of
-        created, start-next, update, canceled, timed-out. [] when there is no such execution.
+        created, start-next, update, canceled, timed-out, removed. [] when there is no such execution.
         """
         with self._changed:
             return self.model.history(thing, job_id, execution_number)
