@@ -6,11 +6,12 @@ import json
 import subprocess
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
 from device import PORTABLE, ROOT, RUNTIMES, run, start
+from faultproxy import FaultProxy
 from localjobs.broker import Mosquitto
 from localjobs.mqtt_api import DROP
 from localjobs.service import JobsService
@@ -152,3 +153,52 @@ def test_message_that_does_not_fit_is_discarded(runtime, mosquitto, jobs_service
         # CPython has the memory: the message is read whole and dropped for its foreign clientToken.
         assert done["reasons"] == ["no call waits for this response"] and done["oversized"] == 0
     assert done["pending"] == 1
+
+
+# ---- faults on the link, at chosen points of a job, through a fault-injecting proxy ----------------------
+
+def stall_until_reconnect(proxy: FaultProxy) -> None:
+    """A half-open link: nothing moves until the device gives up on it and connects again."""
+    proxy.stall()
+    seen = proxy.accepted
+
+    def resume_on_new_connection() -> None:
+        proxy.wait_connections(seen + 1, 20)
+        proxy.resume()
+
+    threading.Thread(target=resume_on_new_connection, daemon=True).start()
+
+
+FAULTS: dict[str, Any] = {
+    "close": "close",
+    "reset": "reset",
+    "stall": stall_until_reconnect,
+    "delay": lambda proxy: proxy.delay(0.1),  # well under response_ms: slow, not dead
+    "cut": lambda proxy: proxy.cut_after(7, "down"),
+}
+# Where in a job the fault strikes: (pattern, direction, before the chunk is forwarded).
+POINTS: dict[str, tuple[bytes, Literal["up", "down"], bool]] = {
+    "before-start-next-accepted": (b"start-next/accepted", "down", True),
+    "between-progress-updates": (b'"step":"2"', "up", False),
+    "after-terminal-update-sent": (b'"status":"SUCCEEDED"', "up", False),
+}
+
+
+@pytest.mark.parametrize("point", POINTS)
+@pytest.mark.parametrize("fault", FAULTS)
+def test_link_fault_loses_nothing(runtime, mosquitto, jobs_service, thing_name, fault, point):
+    pattern, direction, before = POINTS[point]
+    jobs_service.create_job("job-f", [thing_name], {"steps": 3, "final": "SUCCEEDED"})
+    with FaultProxy(mosquitto.host, mosquitto.port) as proxy:
+        proxy.on_pattern(pattern, direction, FAULTS[fault], before=before)
+        device = Device(runtime, proxy.host, proxy.port, thing_name, "jobs=1", "timeout_ms=2000",
+                        "response_ms=400", "ping_ms=400", "floor_ms=50", "ceiling_ms=200")
+        try:
+            stats = device.finish(timeout=60)
+        finally:
+            device.process.kill()
+        assert any(event.startswith("pattern") for event in proxy.events), proxy.events
+    assert progress_problems(jobs_service.history(thing_name, "job-f"), 3, "SUCCEEDED") == []
+    assert stats["jobs"] == 1 and stats["loop_deaths"] == 0, "\n".join(device.lines)
+    if fault != "delay":
+        assert stats["link_losses"] >= 1 and stats["connects"] >= 2, "\n".join(device.lines)
