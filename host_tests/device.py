@@ -92,5 +92,6 @@ def run(runtime: str, script: Path, *args: str, heapsize: str | None = None, tim
 
 def start(runtime: str, script: Path, *args: str, heapsize: str | None = None,
           env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(command(runtime, script, list(args), heapsize), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=environment(env, runtime), cwd=ROOT)
+    return subprocess.Popen(command(runtime, script, list(args), heapsize), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=environment(env, runtime), cwd=ROOT)

@@ -202,3 +202,49 @@ def test_link_fault_loses_nothing(runtime, mosquitto, jobs_service, thing_name, 
     assert stats["jobs"] == 1 and stats["loop_deaths"] == 0, "\n".join(device.lines)
     if fault != "delay":
         assert stats["link_losses"] >= 1 and stats["connects"] >= 2, "\n".join(device.lines)
+
+
+def test_wifi_drop_waits_for_the_link_then_carries_on(runtime, mosquitto, jobs_service, thing_name, tmp_path):
+    link = tmp_path / "link"
+    link.write_text("up")
+    jobs_service.create_job("job-w", [thing_name], {"steps": 4, "final": "REJECTED", "pause_ms": 150})
+    # CPython: the shim's network.WLAN, whose link takes the sockets down with it. The unix port has no
+    # network module: a WLAN that reads the same file, and the proxy resets the socket as the link goes.
+    wlan, env = ("network", {"MPSHIM_LINK_FILE": str(link)}) if runtime == "cpython" else (str(link), None)
+    with FaultProxy(mosquitto.host, mosquitto.port) as proxy:
+        device = Device(runtime, proxy.host, proxy.port, thing_name, "jobs=1", "wlan=" + wlan, "wlan_ms=200",
+                        "response_ms=400", "ping_ms=400", "floor_ms=50", "ceiling_ms=200", env=env)
+        try:
+            jobs_service.wait_until(lambda: len(jobs_service.history(thing_name, "job-w")) >= 3, timeout=20)
+            link.write_text("down")
+            if runtime == "micropython":
+                proxy.reset()
+            device.wait_line("ERROR connect failed WiFi did not come up")
+            accepted_while_down = proxy.accepted
+            link.write_text("up")
+            stats = device.finish()
+        finally:
+            device.process.kill()
+        assert proxy.accepted > accepted_while_down
+    assert progress_problems(jobs_service.history(thing_name, "job-w"), 4, "REJECTED") == []
+    assert stats["wifi_waits"] >= 1 and stats["link_losses"] >= 1 and stats["loop_deaths"] == 0
+
+
+def test_calls_keep_their_timeout_while_the_broker_is_unreachable(runtime, mosquitto, thing_name):
+    with FaultProxy(mosquitto.host, mosquitto.port) as proxy:
+        device = start(runtime, LINK_SCENARIOS, "call_while_unreachable", proxy.host, str(proxy.port), thing_name,
+                       "timeout_ms=1000", "response_ms=300")
+        try:
+            assert device.stdout is not None and device.stdin is not None
+            assert device.stdout.readline().strip() == "READY"
+            proxy.refuse(True)
+            proxy.reset()
+            out, err = device.communicate("go\n", timeout=30)
+        finally:
+            device.kill()
+    assert device.returncode == 0, out + err
+    results = {line.split(" ", 2)[1]: json.loads(line.split(" ", 2)[2]) for line in out.splitlines()
+               if line.startswith("RESULT ")}
+    assert results["outcome"] == "no response to get within 1000 ms"
+    # Reconnect attempts inside the wait are bounded too: at most one connect's worth past the deadline.
+    assert 1000 <= results["elapsed_ms"] < 1000 + 2 * 300 + 500

@@ -1,8 +1,8 @@
 """A device loop for fault tests and the soak: runs jobs as their documents say, whatever the link does.
 
 Usage (MicroPython or CPython with the shim): device.py HOST PORT THING [key=value ...]
-Keys: jobs (stop after this many), timeout_ms, response_ms, ping_ms, floor_ms, ceiling_ms, stable_ms,
-wlan_file (a file whose content "down" means the WiFi link is down). A job document says
+Keys: jobs (stop after this many), timeout_ms, response_ms, ping_ms, floor_ms, ceiling_ms, stable_ms, wlan_ms,
+wlan ("network" for network.WLAN, or a file whose content "down" means the WiFi link is down). A job document says
 {"steps": N, "final": "SUCCEEDED"|"FAILED"|"REJECTED", "pause_ms": P}: N progress updates {"step": "i"},
 P ms apart, then the final status. Prints one line per event: CONNECTED, JOB <id> <status>, ERROR <what>,
 LOOP_DEATH <what>, and DONE with the counts.
@@ -38,7 +38,7 @@ class FileWlan:
 
 def options(argv):
     found = {"jobs": "1", "timeout_ms": "3000", "response_ms": "1000", "ping_ms": "1000", "floor_ms": "100",
-             "ceiling_ms": "1000", "stable_ms": "5000", "wlan_file": ""}
+             "ceiling_ms": "1000", "stable_ms": "5000", "wlan": "", "wlan_ms": "1000"}
     for arg in argv:
         key, _, value = arg.partition("=")
         if key not in found:
@@ -79,15 +79,13 @@ def run_job(jc, execution):
 def main():
     host, port, thing = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     opts = options(sys.argv[4:])
-    wlan = FileWlan(opts["wlan_file"]) if opts["wlan_file"] else None  # type: object
-    if wlan is None:
-        try:
-            import network  # the CPython shim's WLAN, whose link also kills sockets
+    wlan = None  # type: object
+    if opts["wlan"] == "network":
+        import network  # a board's WLAN, or the CPython shim's, whose link also kills sockets
 
-            if "MPSHIM_LINK_FILE" in __import__("os").environ:
-                wlan = network.WLAN(network.STA_IF)
-        except ImportError:
-            pass
+        wlan = network.WLAN(network.STA_IF)
+    elif opts["wlan"]:
+        wlan = FileWlan(opts["wlan"])
     mqtt = MQTTClient(thing + "-device", host, port, keepalive=60)
     jc = JobsClient(
         mqtt,
@@ -99,6 +97,7 @@ def main():
         backoff_floor_ms=int(opts["floor_ms"]),
         backoff_ceiling_ms=int(opts["ceiling_ms"]),
         stable_ms=int(opts["stable_ms"]),
+        wlan_ms=int(opts["wlan_ms"]),
     )
     woken = []
     jc.on_notify_next(lambda payload: woken.append(1))
@@ -134,8 +133,8 @@ def main():
             deaths += 1
             print("LOOP_DEATH", type(e).__name__, e)
     s = jc.session
-    print("DONE jobs=%d connects=%d link_losses=%d resent=%d dropped=%d loop_deaths=%d"
-          % (done, s.connects, s.link_losses, jc.resent, jc.dropped, deaths))
+    print("DONE jobs=%d connects=%d link_losses=%d wifi_waits=%d resent=%d loop_deaths=%d"
+          % (done, s.connects, s.link_losses, s.wifi_waits, jc.resent, deaths))
     jc.disconnect()
 
 

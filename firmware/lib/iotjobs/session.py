@@ -144,6 +144,7 @@ class Session:
         self.too_large = 0
         self.connects = 0
         self.link_losses = 0
+        self.wifi_waits = 0
         self.last_error = None
         now = time.ticks_ms()
         self._attempt = 0
@@ -202,6 +203,7 @@ class Session:
         deadline = time.ticks_add(time.ticks_ms(), self.wlan_ms)
         while not wlan.isconnected():
             if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
+                self.wifi_waits += 1
                 return False
             time.sleep_ms(50)
         return True
@@ -250,6 +252,7 @@ class Session:
         self._close_socket()
         if was_connected:
             self.link_losses += 1
+        self._report("link lost" if was_connected else "connect failed", error)
         delay = backoff_ms(self._attempt, self.backoff_floor_ms, self.backoff_ceiling_ms, self.backoff_factor)
         self._attempt += 1
         self._next_attempt = time.ticks_add(time.ticks_ms(), delay)
