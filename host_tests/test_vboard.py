@@ -1,0 +1,61 @@
+"""The virtual board answers plain mpremote as a real board would: soft reset, Ctrl-C, files in its directory."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vboard import VirtualBoard
+
+MPREMOTE = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "mpremote"
+
+
+def mpremote(board: VirtualBoard, *args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(MPREMOTE), "connect", board.path, *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture
+def board(tmp_path: Path) -> Iterator[VirtualBoard]:
+    with VirtualBoard(tmp_path / "board", heapsize="128k") as vb:
+        yield vb
+
+
+def test_plain_connect_soft_resets_and_runs_code(board: VirtualBoard) -> None:
+    # Each mpremote call soft-resets first: the unix port exits on that Ctrl-D and the board restarts it.
+    for n in range(3):
+        done = mpremote(board, "exec", "print(%d * 7)" % n)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == str(n * 7)
+
+
+def test_files_live_in_the_board_directory(board: VirtualBoard, tmp_path: Path) -> None:
+    source = tmp_path / "data.bin"
+    source.write_bytes(bytes(range(256)) * 8)
+    done = mpremote(board, "fs", "mkdir", ":lib", "+", "fs", "cp", str(source), ":lib/data.bin",
+                    "+", "fs", "sha256sum", ":lib/data.bin", "+", "exec", "import sys; print(sys.path)")
+    assert done.returncode == 0, done.stderr
+    assert (board.directory / "lib" / "data.bin").read_bytes() == source.read_bytes()
+    assert hashlib.sha256(source.read_bytes()).hexdigest() in done.stdout
+    # Like a board's ['', '.frozen', '/lib'], so `mip install` finds its target.
+    assert "'%s'" % (board.directory / "lib") in done.stdout
+
+
+def test_ctrl_c_interrupts_a_running_program(board: VirtualBoard) -> None:
+    started = mpremote(board, "exec", "--no-follow", "import time\nwhile True:\n    time.sleep_ms(10)")
+    assert started.returncode == 0, started.stderr
+    done = mpremote(board, "eval", "6 * 7", timeout=10)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "42"
+
+
+def test_a_program_that_exits_the_process_is_a_soft_reset(board: VirtualBoard) -> None:
+    done = mpremote(board, "exec", "import sys; sys.exit(3)")
+    assert done.returncode == 0, done.stderr
+    again = mpremote(board, "resume", "eval", "1 + 1")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == "2"

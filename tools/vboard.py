@@ -1,0 +1,244 @@
+"""A virtual serial board: the MicroPython unix port behind a pseudo-terminal that mpremote can drive."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+import tty
+from pathlib import Path
+
+RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
+FRIENDLY_BANNER = b'Type "help()" for more information.'
+PROMPT = b">>> "
+# Long enough to hold either banner split across two reads.
+CARRY = 64
+# A real UART drops what nobody reads; a pty blocks instead, so give a reader this long, then drop.
+WRITE_PATIENCE_S = 2.0
+
+
+class Child:
+    """One run of the unix port on its own pty, started in the board's directory."""
+
+    def __init__(self, micropython: Path, heapsize: str, directory: Path) -> None:
+        env = dict(os.environ)
+        # Like a board's sys.path ['', '.frozen', '/lib']; mip installs into the first entry ending in /lib.
+        env["MICROPYPATH"] = ":.frozen:%s" % (directory / "lib")
+        pid, fd = pty.fork()
+        if pid == 0:
+            try:
+                os.chdir(directory)
+                tty.setraw(0)
+                os.execve(str(micropython), [str(micropython), "-X", "heapsize=" + heapsize], env)
+            finally:
+                os._exit(127)
+        self.pid = pid
+        self.fd = fd
+
+    def read(self) -> bytes:
+        """What the child wrote; b"" once it has exited."""
+        try:
+            return os.read(self.fd, 4096)
+        except OSError as e:
+            if e.errno == errno.EIO:
+                return b""
+            raise
+
+    def read_until(self, marker: bytes, timeout: float) -> bytes:
+        data = b""
+        deadline = time.monotonic() + timeout
+        while marker not in data:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                raise RuntimeError("vboard: the unix port did not print %r; it printed %r" % (marker, data[-200:]))
+            chunk = self.read()
+            if not chunk:
+                raise RuntimeError("vboard: the unix port exited at start-up: %r" % data[-200:])
+            data += chunk
+        return data
+
+    def write(self, data: bytes) -> None:
+        os.write(self.fd, data)
+
+    def executing(self) -> bool:
+        """True while code runs: the unix port catches SIGINT only then (its REPL leaves it at the default)."""
+        try:
+            status = Path("/proc/%d/status" % self.pid).read_text()
+        except OSError:
+            return False
+        caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+        return bool(int(caught.split()[1], 16) & (1 << (signal.SIGINT - 1)))
+
+    def interrupt(self) -> None:
+        os.kill(self.pid, signal.SIGINT)
+
+    def reap(self) -> None:
+        os.close(self.fd)
+        os.waitpid(self.pid, 0)
+
+    def kill(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.reap()
+
+
+class Board:
+    """Relays bytes between the client pty and the unix port, restarting it where a board would soft-reset."""
+
+    def __init__(self, micropython: Path, heapsize: str, directory: Path) -> None:
+        self.micropython = micropython
+        self.heapsize = heapsize
+        self.directory = directory
+        self.master, self.slave = os.openpty()
+        # The slave stays open here so the master never sees EIO between two mpremote sessions.
+        tty.setraw(self.slave)
+        os.set_blocking(self.master, False)
+        self.raw = False
+        self.tail = b""
+        self.child = self.start()
+
+    @property
+    def path(self) -> str:
+        return os.ttyname(self.slave)
+
+    def start(self) -> Child:
+        child = Child(self.micropython, self.heapsize, self.directory)
+        banner = child.read_until(PROMPT, timeout=10)
+        if self.raw:
+            # After a soft reset in the raw REPL a board answers with the raw banner, not the friendly one.
+            child.write(b"\x01")
+        else:
+            self.send(banner)
+        return child
+
+    def send(self, data: bytes) -> None:
+        self.track(data)
+        deadline = time.monotonic() + WRITE_PATIENCE_S
+        while data:
+            try:
+                data = data[os.write(self.master, data):]
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                select.select([], [self.master], [], left)
+
+    def track(self, data: bytes) -> None:
+        # The banners are printed exactly when the REPL changes mode, so the later one tells the mode.
+        seen = self.tail + data
+        raw_at, friendly_at = seen.rfind(RAW_BANNER), seen.rfind(FRIENDLY_BANNER)
+        if raw_at != friendly_at:
+            self.raw = raw_at > friendly_at
+        self.tail = seen[-CARRY:]
+
+    def soft_reset(self) -> None:
+        self.child.reap()
+        self.tail = b""
+        self.send(b"MPY: soft reboot\r\n")
+        self.child = self.start()
+
+    def serve(self) -> None:
+        while True:
+            ready = select.select([self.master, self.child.fd], [], [])[0]
+            if self.child.fd in ready:
+                out = self.child.read()
+                if out:
+                    self.send(out)
+                else:
+                    # The unix port exits on Ctrl-D (and on sys.exit()) where a board soft-resets.
+                    self.soft_reset()
+                    continue
+            if self.master in ready:
+                try:
+                    data = os.read(self.master, 4096)
+                except BlockingIOError:
+                    continue
+                # A board's UART turns Ctrl-C into KeyboardInterrupt; the unix port's raw tty has no ISIG to do it.
+                if b"\x03" in data and self.child.executing():
+                    self.child.interrupt()
+                try:
+                    self.child.write(data)
+                except OSError as e:
+                    if e.errno != errno.EIO:
+                        raise
+
+    def close(self) -> None:
+        self.child.kill()
+        os.close(self.master)
+        os.close(self.slave)
+
+
+class VirtualBoard:
+    """`iotjobs-vboard` as a child process, for tests and tools: `with VirtualBoard(dir) as vb: vb.path`."""
+
+    def __init__(self, directory: Path, heapsize: str = "256k") -> None:
+        self.directory = directory
+        self.heapsize = heapsize
+        self.process: subprocess.Popen[str] | None = None
+        self.path = ""
+
+    def start(self, timeout: float = 15.0) -> VirtualBoard:
+        script = Path(sys.executable).parent / "iotjobs-vboard"
+        self.process = subprocess.Popen(
+            [str(script), "--dir", str(self.directory), "--heapsize", self.heapsize],
+            stdout=subprocess.PIPE, text=True,
+        )
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        line = self.process.stdout.readline() if ready else ""
+        if not line.startswith("vboard "):
+            self.stop()
+            raise RuntimeError("iotjobs-vboard did not start: %r" % line)
+        self.path = line.split()[1]
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+    def __enter__(self) -> VirtualBoard:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="iotjobs-vboard", description=__doc__)
+    parser.add_argument("--heapsize", default="256k", help="the unix port's GC heap, e.g. 96k (default 256k)")
+    parser.add_argument("--dir", type=Path, default=Path.cwd(), help="the board's filesystem (default: here)")
+    args = parser.parse_args(argv)
+    directory = args.dir.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    micropython = Path(sys.executable).parent / "micropython"
+    if not micropython.exists():
+        print("iotjobs-vboard: %s is missing; run: bash tools/setup.sh" % micropython, file=sys.stderr)
+        return 1
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, stop)
+    board = Board(micropython, args.heapsize, directory)
+    print("vboard", board.path, flush=True)
+    try:
+        board.serve()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        board.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
