@@ -9,38 +9,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mpylib import MPY_LIB, SOURCES, compiled_library
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / ".venv" / "bin"
 PORTABLE = ROOT / "host_tests" / "portable"
 RUNTIMES = ("cpython", "micropython")
 # A board-sized heap for everything but the 32 KB document scenario.
 DEFAULT_HEAP = "96k"
-SOURCES = {ROOT / "firmware" / "lib": ROOT / "firmware" / "lib", ROOT / "build" / "umqtt": ROOT / "build" / "umqtt"}
 # The unix port gets the library as .mpy files, as a board does (compiling the sources on the device costs
 # ~20k of heap more at import); CPython gets the sources.
-MPY_LIB = ROOT / "build" / "mpy-lib"
 MICROPYPATH = ":".join(str(p) for p in (MPY_LIB, PORTABLE)) + ":.frozen"
 CPYTHONPATH = ":".join(str(p) for p in (*SOURCES, PORTABLE))
-
-
-def compiled_library() -> Path:
-    """firmware/lib and umqtt.simple compiled with mpy-cross into build/mpy-lib, where older than their source."""
-    for root in SOURCES:
-        for source in root.rglob("*.py"):
-            target = MPY_LIB / source.relative_to(root).with_suffix(".mpy")
-            if target.exists() and target.stat().st_mtime >= source.stat().st_mtime:
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            # Compiled beside the target, then renamed: other test processes may be importing the old one.
-            partial = target.with_suffix(".mpy.%d" % os.getpid())
-            subprocess.run([str(BIN / "mpy-cross"), "-o", str(partial), "-s", source.name, str(source)],
-                           check=True, capture_output=True)
-            os.replace(partial, target)
-    for stale in MPY_LIB.rglob("*.mpy"):
-        relative = stale.relative_to(MPY_LIB).with_suffix(".py")
-        if not any((root / relative).exists() for root in SOURCES):
-            stale.unlink()
-    return MPY_LIB
 
 
 def command(runtime: str, script: Path, args: list[str], heapsize: str | None = None) -> list[str]:

@@ -15,6 +15,7 @@ from faultproxy import FaultProxy
 from localjobs.broker import Mosquitto
 from localjobs.mqtt_api import DROP
 from localjobs.service import JobsService
+from soak.cli import history_problems
 
 WORKER = ROOT / "tools" / "soak" / "device.py"
 
@@ -32,18 +33,7 @@ def own_broker() -> Iterator[Mosquitto]:
 
 
 def progress_problems(history: list[dict[str, Any]], steps: int, final: str) -> list[str]:
-    """What is wrong with an execution's recorded history: lost, doubled or out-of-order updates."""
-    problems = []
-    recorded = [int(h["statusDetails"]["step"]) for h in history
-                if h["status"] == "IN_PROGRESS" and "step" in h["statusDetails"]]
-    if recorded != sorted(set(recorded)):
-        problems.append("progress doubled or out of order: %s" % recorded)
-    if any(not 1 <= step <= steps for step in recorded):
-        problems.append("progress step never sent: %s" % recorded)
-    terminal = [h["status"] for h in history if h["status"] not in ("QUEUED", "IN_PROGRESS")]
-    if terminal != [final]:
-        problems.append("terminal states %s, expected [%s]" % (terminal, final))
-    return problems
+    return history_problems(history, steps, final)[1]
 
 
 class Device:
@@ -248,3 +238,16 @@ def test_calls_keep_their_timeout_while_the_broker_is_unreachable(runtime, mosqu
     assert results["outcome"] == "no response to get within 1000 ms"
     # Reconnect attempts inside the wait are bounded too: at most one connect's worth past the deadline.
     assert 1000 <= results["elapsed_ms"] < 1000 + 2 * 300 + 500
+
+
+@pytest.mark.timeout(300)
+def test_short_soak_loses_and_doubles_nothing(runtime):
+    done = subprocess.run([str(ROOT / ".venv" / "bin" / "iotjobs-soak"), "--jobs", "6", "--runtime", runtime,
+                           "--seed", "3", "--fault-every", "0.2", "0.6"],
+                          capture_output=True, text=True, timeout=280)
+    summary = done.stdout.strip().splitlines()[-1]
+    counts = dict(part.split("=") for part in summary.removeprefix("soak: ").split())
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert counts["jobs"] == "6" and int(counts["succeeded"]) + int(counts["failed"]) == 6, summary
+    assert (counts["lost"], counts["doubled"], counts["loop_deaths"]) == ("0", "0", "0"), done.stdout
+    assert int(counts["faults"]) >= 3, summary
