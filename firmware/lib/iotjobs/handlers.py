@@ -14,12 +14,11 @@ DOWNLOAD_STEP = "downloading"
 
 
 def _arg(params, name, index):
-    value = params.get(name)
-    if value is None:
-        args = params.get("args")
-        if isinstance(args, list) and len(args) > index:
-            value = args[index]
-    return value
+    # A managed-template input passes its parameters as "args"; its "path" is the handler's folder, not ours.
+    args = params.get("args")
+    if isinstance(args, list):
+        return args[index] if len(args) > index else None
+    return params.get(name)
 
 
 def download(execution, progress):
