@@ -1,0 +1,49 @@
+"""Mutual TLS as AWS IoT Core requires: a umqtt.simple MQTTClient from DER files, the server always verified."""
+
+import sys
+
+import tls
+from umqtt.simple import MQTTClient
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _alias_ussl():
+    # umqtt.simple 1.3.4 does `import ussl` in connect(); the unix port and 1.23+ firmware have only `ssl`.
+    try:
+        import ussl  # noqa: F401
+    except ImportError:
+        import ssl
+
+        sys.modules["ussl"] = ssl
+
+
+def context(cert, key, ca):
+    """A client SSLContext that presents cert/key (DER bytes) and requires a server certificate signed by ca."""
+    ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+    # Never the default: on the unix port a new client context does not verify the server at all.
+    ctx.verify_mode = tls.CERT_REQUIRED  # type: ignore[attr-defined]  # missing from the ESP32 stubs
+    ctx.load_verify_locations(ca)
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def make_client(client_id, host, cert, key, ca, port=8883, keepalive=60, client_class=MQTTClient):
+    """An MQTTClient for mutual TLS to host; cert, key and ca are paths of DER files (PEM is not accepted).
+
+    host must be the name in the server's certificate: it is the server_hostname verified and sent as SNI.
+    client_class may be umqtt.robust's MQTTClient, or any class with umqtt.simple's constructor.
+    """
+    cert, key, ca = _read(cert), _read(key), _read(ca)
+    params = {"cert": cert, "key": key, "cadata": ca, "cert_reqs": tls.CERT_REQUIRED, "server_hostname": host}
+    try:
+        # umqtt.simple 1.3.4, and 1.5+ which still takes ssl=True with ssl_params.
+        client = client_class(client_id, host, port, keepalive=keepalive, ssl=True, ssl_params=params)
+    except TypeError:
+        # umqtt.simple 1.4 has no ssl_params: it takes an SSLContext and wraps with server_hostname=host itself.
+        return client_class(client_id, host, port, keepalive=keepalive, ssl=context(cert, key, ca))
+    _alias_ussl()
+    return client
