@@ -1,0 +1,1 @@
+"""Benchmarks of the device library and its peers, measured side by side (make bench)."""
