@@ -14,8 +14,8 @@ from localjobs.service import JobsService
 
 ROOT = Path(__file__).resolve().parents[1]
 THING = "demo-board"
-# The demo board gets the heap of an ESP32 without PSRAM (x64 objects are larger: see README).
-HEAPSIZE = "64k"
+# The demo board gets the heap of an ESP32 without PSRAM: ~110 KB there is ~160k of x64 objects (see README).
+HEAPSIZE = "160k"
 DOCUMENT = {"operation": "greet", "steps": 3, "message": "hello from the local Jobs service"}
 
 
@@ -43,7 +43,8 @@ def watch(service: JobsService, job_id: str) -> None:
 
 def main() -> int:
     job_id = "demo-%d" % int(time.time())
-    env = dict(os.environ, MICROPYPATH="%s:%s:.frozen" % (ROOT / "firmware" / "lib", ROOT / "build" / "umqtt"))
+    paths = (ROOT / "firmware" / "lib", ROOT / "boards" / "common", ROOT / "build" / "umqtt")
+    env = dict(os.environ, MICROPYPATH=":".join(str(p) for p in paths) + ":.frozen")
     board: subprocess.Popen[str] | None = None
     with Mosquitto() as broker, JobsService(broker.host, broker.port) as service:
         try:
@@ -61,7 +62,7 @@ def main() -> int:
                 assert board is not None and board.stdout is not None
                 for line in board.stdout:
                     print(line, end="", flush=True)
-                    if "waiting for a job" in line:
+                    if "connected to" in line:
                         waiting.set()
 
             relay_thread = threading.Thread(target=relay, daemon=True)

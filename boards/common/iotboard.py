@@ -1,0 +1,216 @@
+"""What every board's main.py shares: config, WiFi, clock, the MQTT/TLS client, the status LED and the job runner."""
+
+import json
+import sys
+import time
+
+CONFIG_PATH = "config.json"
+BOARD_PATH = "board.json"
+WIFI_ATTEMPTS = 5
+WIFI_ATTEMPT_MS = 15000
+NTP_ATTEMPTS = 5
+CONNECT_ATTEMPTS = 5
+# After a failed start-up the board resets and tries again from scratch, this long after.
+RETRY_AFTER_MS = 60000
+
+# One character per 100 ms tick, "#" on: each state is told apart by its rhythm, so a one-colour LED is enough.
+PATTERNS = {
+    "wifi": "#####.....",  # joining WiFi, setting the clock, connecting
+    "idle": "#" + "." * 29,  # a short blink every 3 s
+    "running": "#.",
+    "succeeded": "#",
+    "failed": "#.#.#." + "." * 14,
+    "rejected": "#.#." + "." * 16,
+    "canceled": "##..##" + "." * 14,
+    "error": "##########..",  # start-up failed: waiting to reset
+}
+# An RGB LED shows the state in colour as well.
+COLOURS = {
+    "wifi": (16, 8, 0),
+    "idle": (0, 8, 0),
+    "running": (0, 0, 24),
+    "succeeded": (0, 24, 0),
+    "failed": (24, 0, 0),
+    "rejected": (24, 8, 0),
+    "canceled": (12, 0, 12),
+    "error": (24, 0, 0),
+}
+
+
+def log(text):
+    print("board:", text)
+
+
+def read_json(path, what):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except OSError:
+        raise OSError("%s is missing: %s (iotjobs-deploy installs it)" % (path, what)) from None
+    except ValueError:
+        raise ValueError("%s is not valid JSON" % path) from None
+
+
+class Led:
+    """The status LED: a pattern per runner state, stepped by a hardware timer so it blinks while a job runs."""
+
+    def __init__(self, spec):
+        self.pattern = PATTERNS["wifi"]
+        self.colour = COLOURS["wifi"]
+        self.tick = 0
+        self.pin = None
+        self.rgb = None
+        self.active = 1
+        self.timer = None
+        if not spec:
+            return
+        from machine import Pin, Timer
+
+        pin = Pin(spec["pin"], Pin.OUT)
+        if spec.get("kind") == "rgb":
+            import neopixel
+
+            self.rgb = neopixel.NeoPixel(pin, 1)
+        else:
+            self.pin = pin
+            self.active = 0 if spec.get("active_low") else 1
+        self.timer = Timer(spec.get("timer", 0))
+        self.timer.init(period=100, mode=Timer.PERIODIC, callback=self._step)
+
+    def show(self, state):
+        """Switch to state's pattern; unknown states show "error"."""
+        log("status %s" % state)
+        self.pattern = PATTERNS.get(state, PATTERNS["error"])
+        self.colour = COLOURS.get(state, COLOURS["error"])
+        self.tick = 0
+
+    def _step(self, timer):
+        on = self.pattern[self.tick % len(self.pattern)] == "#"
+        self.tick += 1
+        if self.rgb is not None:
+            self.rgb[0] = self.colour if on else (0, 0, 0)
+            self.rgb.write()
+        elif self.pin is not None:
+            self.pin.value(self.active if on else 1 - self.active)
+
+    def off(self):
+        if self.timer is not None:
+            self.timer.deinit()
+
+
+def wifi_up(ssid, password, attempts=WIFI_ATTEMPTS, attempt_ms=WIFI_ATTEMPT_MS):
+    """The station interface, connected; OSError after attempts tries of attempt_ms each."""
+    import network
+
+    wlan = network.WLAN(network.STA_IF)
+    wlan.active(True)
+    for attempt in range(1, attempts + 1):
+        if wlan.isconnected():
+            break
+        wlan.connect(ssid, password)
+        deadline = time.ticks_add(time.ticks_ms(), attempt_ms)
+        while not wlan.isconnected() and time.ticks_diff(deadline, time.ticks_ms()) > 0:
+            time.sleep_ms(100)
+        if wlan.isconnected():
+            break
+        log("WiFi %r: attempt %d/%d failed (status %s)" % (ssid, attempt, attempts, wlan.status()))
+        wlan.disconnect()
+        # Back off: an access point that is rebooting needs longer than a bad signal does.
+        time.sleep_ms(1000 * attempt)
+    else:
+        raise OSError("WiFi %r did not come up after %d attempts" % (ssid, attempts))
+    log("WiFi %r up: %s" % (ssid, wlan.ifconfig()[0]))
+    return wlan
+
+
+def clock_set(host, attempts=NTP_ATTEMPTS):
+    """Set the RTC from NTP: TLS checks the certificates' validity dates against it, and boards boot in 2000."""
+    import ntptime
+
+    ntptime.host = host
+    for attempt in range(1, attempts + 1):
+        try:
+            ntptime.settime()
+            log("clock set from %s: %04d-%02d-%02d %02d:%02d:%02d UTC" % ((host,) + time.gmtime()[:6]))
+            return
+        except OSError as e:
+            log("NTP %s: attempt %d/%d failed: %s" % (host, attempt, attempts, e))
+            time.sleep_ms(1000 * attempt)
+    raise OSError("NTP %s did not answer after %d attempts" % (host, attempts))
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def mqtt_client(cfg):
+    """umqtt.simple's MQTTClient for cfg: mutual TLS with the DER files it names, or plain MQTT without them."""
+    from umqtt.simple import MQTTClient
+
+    thing = cfg["thing"]
+    host = cfg["endpoint"]
+    if not cfg.get("cert"):
+        return MQTTClient(thing, host, cfg.get("port", 1883), keepalive=cfg.get("keepalive", 60))
+    import ssl
+
+    cert, key, ca = _read(cfg["cert"]), _read(cfg["key"]), _read(cfg["ca"])
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    # The context's default is no verification: the server must prove it is the endpoint, signed by the CA.
+    context.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]  # missing from the ESP32 stubs
+    context.load_cert_chain(cert, key)
+    context.load_verify_locations(cadata=ca)
+    # umqtt.simple 1.4 (frozen in ESP32 firmware) wraps with the context; 1.3 calls ussl.wrap_socket(**ssl_params).
+    if "ussl" not in sys.modules:
+        sys.modules["ussl"] = ssl
+    params = {"key": key, "cert": cert, "cadata": ca, "cert_reqs": ssl.CERT_REQUIRED, "server_hostname": host}
+    return MQTTClient(thing, host, cfg.get("port", 8883), keepalive=cfg.get("keepalive", 60), ssl=context,
+                      ssl_params=params)
+
+
+def connect(jc, attempts=CONNECT_ATTEMPTS):
+    """First MQTT connect, with backoff; after it the session reconnects by itself."""
+    for attempt in range(1, attempts + 1):
+        try:
+            jc.connect()
+            return
+        except OSError as e:
+            log("connect: attempt %d/%d failed: %s" % (attempt, attempts, e))
+            if attempt == attempts:
+                raise
+            time.sleep_ms(2000 * attempt)
+
+
+def run_jobs(cfg, handlers, led, wlan=None, reset=None, max_jobs=None):
+    """Connect as cfg's thing and run jobs with handlers until max_jobs are done (None: forever)."""
+    from iotjobs import JobsClient
+    from iotjobs.runner import Runner
+
+    jc = JobsClient(mqtt_client(cfg), cfg["thing"], timeout_ms=cfg.get("timeout_ms", 10000), wlan=wlan)
+    runner = Runner(jc, handlers, describe_every_ms=cfg.get("describe_every_ms", 60000), on_state=led.show,
+                    reset=reset)
+    connect(jc)
+    log("connected to %s:%s as %s" % (cfg["endpoint"], cfg.get("port", "default port"), cfg["thing"]))
+    done = runner.run(max_jobs)
+    jc.disconnect()
+    log("done: %d job(s)" % done)
+
+
+def start(handlers):
+    """An ESP32 board's main: WiFi, clock, then jobs forever; a failed start-up resets the board to try again."""
+    import machine
+
+    cfg = read_json(CONFIG_PATH, "copy config.example.json, fill it in, deploy it")
+    board = read_json(BOARD_PATH, "the board description")
+    led = Led(board.get("led"))
+    led.show("wifi")
+    try:
+        wlan = wifi_up(cfg["wifi"]["ssid"], cfg["wifi"]["password"])
+        clock_set(cfg.get("ntp_host", "pool.ntp.org"))
+        run_jobs(cfg, handlers, led, wlan=wlan)
+    except OSError as e:
+        led.show("error")
+        log("start-up failed: %s; resetting in %d s" % (e, RETRY_AFTER_MS // 1000))
+        time.sleep_ms(RETRY_AFTER_MS)
+        led.off()
+        machine.reset()

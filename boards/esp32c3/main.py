@@ -1,0 +1,8 @@
+"""ESP32-C3 (DevKitM-1, RGB status LED): WiFi, clock and TLS, then the job runner with the built-in handlers."""
+
+import iotboard
+
+from iotjobs import handlers
+
+# The operations this board accepts from a job document; anything else is REJECTED.
+iotboard.start({"download": handlers.download, "reboot": handlers.reboot, "config": handlers.config})
