@@ -1,0 +1,194 @@
+"""iotjobs-deploy against the virtual board with the real mpremote: copy, verify, run a job, repair, refuse."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import deploy
+from localjobs.broker import Mosquitto
+from localjobs.service import JobsService
+from vboard import VirtualBoard
+
+BIN = Path(__file__).resolve().parents[1] / ".venv" / "bin"
+LIB_FILES = len(list(deploy.LIBRARY.glob("*.py"))) + len(list(deploy.COMMON.glob("*.py")))
+
+
+def run_deploy(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "iotjobs-deploy"), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def mpremote(board: VirtualBoard, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "mpremote"), "connect", board.path, *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture
+def board(tmp_path: Path) -> Iterator[VirtualBoard]:
+    # Deployed code runs at this heap too: the library, runner and handlers need ~60k of x64 objects.
+    with VirtualBoard(tmp_path / "board", heapsize="160k") as vb:
+        yield vb
+
+
+def write_config(tmp_path: Path, **settings: Any) -> Path:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(settings))
+    return path
+
+
+def files(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_deploy_then_the_deployed_main_runs_a_job(board: VirtualBoard, tmp_path: Path, mosquitto: Mosquitto,
+                                                   jobs_service: JobsService, thing_name: str,
+                                                   create_job: Callable[..., dict[str, Any]]) -> None:
+    config = write_config(tmp_path, endpoint=mosquitto.host, port=mosquitto.port, thing=thing_name, max_jobs=1)
+    started = time.monotonic()
+    done = run_deploy("--board", "unix", "--port", board.path, "--config", str(config))
+    took = time.monotonic() - started
+    assert done.returncode == 0, done.stdout + done.stderr
+    # The unix port has no umqtt.simple, so the deploy brings it: library, common module, main, board, config.
+    expected = LIB_FILES + 4
+    assert "[2/%d] lib/iotjobs/client.mpy" % expected in done.stdout
+    assert "%d copied" % expected in done.stdout and "all %d files verified" % expected in done.stdout
+    assert (board.directory / "lib" / "umqtt" / "simple.mpy").is_file()
+    assert (board.directory / "main.py").read_bytes() == (deploy.BOARDS / "unix" / "main.py").read_bytes()
+    assert json.loads((board.directory / "config.json").read_text())["thing"] == thing_name
+    print("deploy of %d files to the virtual board: %.1f s" % (expected, took))
+
+    runner = subprocess.Popen([str(BIN / "mpremote"), "connect", board.path, "exec", "import main"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        create_job(jobs_service, "greet-1", thing_name, {"operation": "greet", "steps": 2, "message": "hi"})
+        jobs_service.wait_until(lambda: jobs_service.status(thing_name, "greet-1") == "SUCCEEDED", timeout=20)
+        output, _ = runner.communicate(timeout=20)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+    assert runner.returncode == 0, output
+    assert "board: done: 1 job(s)" in output
+    history = jobs_service.history(thing_name, "greet-1")
+    assert [h["statusDetails"] for h in history][-1] == {"result": "hi"}
+
+
+def test_a_second_deploy_copies_nothing(board: VirtualBoard, tmp_path: Path) -> None:
+    config = write_config(tmp_path, endpoint="127.0.0.1", port=1883, thing="t")
+    first = run_deploy("--board", "unix", "--port", board.path, "--config", str(config))
+    assert first.returncode == 0, first.stdout + first.stderr
+    before = {p: os.stat(board.directory / p).st_mtime_ns for p in files(board.directory)}
+    second = run_deploy("--board", "unix", "--port", board.path, "--config", str(config))
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "deploy: 0 copied (0 B)" in second.stdout
+    assert "[1/" not in second.stdout
+    assert {p: os.stat(board.directory / p).st_mtime_ns for p in files(board.directory)} == before
+
+
+def test_a_corrupted_or_missing_file_is_replaced_and_a_stray_source_removed(board: VirtualBoard,
+                                                                           tmp_path: Path) -> None:
+    config = write_config(tmp_path, endpoint="127.0.0.1", port=1883, thing="t")
+    assert run_deploy("--board", "unix", "--port", board.path, "--config", str(config)).returncode == 0
+    good = files(board.directory)
+    lib = board.directory / "lib" / "iotjobs"
+    (lib / "client.mpy").write_bytes(good["lib/iotjobs/client.mpy"][:-1] + b"\x00")
+    (lib / "topics.mpy").unlink()
+    # A source left by an earlier copy would be imported instead of the .mpy.
+    (lib / "runner.py").write_text("raise ImportError('stale')\n")
+    done = run_deploy("--board", "unix", "--port", board.path, "--config", str(config))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[1/2] lib/iotjobs/client.mpy" in done.stdout and "[2/2] lib/iotjobs/topics.mpy" in done.stdout
+    assert "removed lib/iotjobs/runner.py" in done.stdout
+    assert "deploy: 2 copied" in done.stdout and "1 removed" in done.stdout
+    assert files(board.directory) == good
+
+
+def test_dry_run_prints_the_plan_and_touches_nothing(board: VirtualBoard, tmp_path: Path) -> None:
+    config = write_config(tmp_path, endpoint="127.0.0.1", port=1883, thing="t")
+    done = run_deploy("--board", "esp32", "--port", board.path, "--config", str(config), "--dry-run")
+    assert done.returncode == 0, done.stdout + done.stderr
+    staged = deploy.STAGING / "esp32" / "lib" / "iotjobs" / "runner.mpy"
+    line = next(x for x in done.stdout.splitlines() if "lib/iotjobs/runner.mpy" in x)
+    assert "%d B" % staged.stat().st_size in line and deploy.sha256(staged) in line
+    assert "main.py" in done.stdout and "config.json" in done.stdout
+    assert files(board.directory) == {}
+    assert "MicroPython" not in done.stdout  # the board was not even asked
+
+
+def test_esp32_library_is_compiled_for_its_architecture() -> None:
+    done = run_deploy("--board", "esp32c3", "--dry-run")
+    assert done.returncode == 0, done.stdout + done.stderr
+    header = (deploy.STAGING / "esp32c3" / "lib" / "iotjobs" / "client.mpy").read_bytes()[:4]
+    assert header[:2] == b"M\x06"
+
+
+def test_pem_files_become_der_that_the_board_loads(board: VirtualBoard, tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "2", "-subj", "/CN=my-thing", "-keyout", str(certs / "device-private.pem.key"),
+                    "-out", str(certs / "device-certificate.pem.crt")], check=True, capture_output=True)
+    (certs / "AmazonRootCA1.pem").write_bytes((certs / "device-certificate.pem.crt").read_bytes())
+    config = write_config(tmp_path, endpoint="example-ats.iot.eu-west-1.amazonaws.com", port=8883, thing="t",
+                          cert="device-certificate.pem.crt", key="device-private.pem.key", ca="AmazonRootCA1.pem")
+    done = run_deploy("--board", "unix", "--port", board.path, "--config", str(config), "--certs", str(certs))
+    assert done.returncode == 0, done.stdout + done.stderr
+    installed = json.loads((board.directory / "config.json").read_text())
+    assert (installed["cert"], installed["key"], installed["ca"]) == ("certs/cert.der", "certs/key.der", "certs/ca.der")
+    check = ("import ssl\nr = lambda p: open(p, 'rb').read()\nc = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)\n"
+             "c.load_cert_chain(r('certs/cert.der'), r('certs/key.der'))\n"
+             "c.load_verify_locations(cadata=r('certs/ca.der'))\nprint('loaded')")
+    loaded = mpremote(board, "exec", check)
+    assert loaded.stdout.strip() == "loaded", loaded.stdout + loaded.stderr
+
+
+def test_umqtt_is_left_alone_when_the_board_has_one(board: VirtualBoard, tmp_path: Path) -> None:
+    # Outside lib/umqtt/ it stands for the copy frozen into ESP32 firmware.
+    (board.directory / "umqtt").mkdir()
+    (board.directory / "umqtt" / "simple.py").write_bytes(deploy.UMQTT.read_bytes())
+    done = run_deploy("--board", "unix", "--port", board.path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not (board.directory / "lib" / "umqtt").exists()
+    assert "no config.json" in done.stdout
+
+
+def test_a_missing_port_is_a_clear_error() -> None:
+    done = run_deploy("--board", "esp32", "--port", "/dev/ttyUSB-none")
+    assert done.returncode == 2
+    assert "no serial port /dev/ttyUSB-none" in done.stderr
+
+
+def test_a_board_that_does_not_answer_is_a_clear_error() -> None:
+    master, slave = os.openpty()
+    try:
+        done = run_deploy("--board", "esp32", "--port", os.ttyname(slave), "--timeout", "2")
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert done.returncode == 2
+    assert "did not answer within 2 s" in done.stderr
+
+
+def test_unknown_board_and_missing_config_are_clear_errors(tmp_path: Path) -> None:
+    done = run_deploy("--board", "esp8266", "--dry-run")
+    assert done.returncode == 2 and "unknown board 'esp8266'" in done.stderr and "esp32c3" in done.stderr
+    done = run_deploy("--board", "esp32", "--config", str(tmp_path / "nope.json"), "--dry-run")
+    assert done.returncode == 2 and "does not exist" in done.stderr
+
+
+@pytest.mark.parametrize("mpy, message", [(5, "loads .mpy v5, but this mpy-cross emits v6"),
+                                          (6 | (3 << 8), None)])
+def test_a_micropython_too_old_for_our_mpy_is_refused(mpy: int, message: str | None) -> None:
+    found = {"version": [1, 18, 0], "mpy": mpy, "heap": 10**6}
+    if message is None:
+        deploy.check_runtime(found, {"heap_kb": 100}, "/dev/x")
+        return
+    with pytest.raises(deploy.DeployError, match=message):
+        deploy.check_runtime(found, {"micropython_min": "1.22"}, "/dev/x")

@@ -1,0 +1,325 @@
+"""iotjobs-deploy: compile the library, convert the certificates and copy what changed onto a board with mpremote."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+BOARDS = ROOT / "boards"
+LIBRARY = ROOT / "firmware" / "lib" / "iotjobs"
+COMMON = BOARDS / "common"
+UMQTT = ROOT / "build" / "umqtt" / "umqtt" / "simple.py"
+STAGING = ROOT / "build" / "deploy"
+# -O1 drops asserts and `if __debug__:` blocks but keeps line numbers, so a traceback on the board's console
+# still points at a line; -O3 would save only ~7% more (measured: 22.3 KB -> 20.7 KB for the library).
+OPTIMIZE = "-O1"
+# The .mpy major version mpy-cross 1.29 emits; a board loads only its own major version (bytecode is stable
+# within it: v6 is MicroPython 1.19 and later).
+MPY_MAJOR = 6
+# Where the board keeps the DER files the config points at.
+CERT_TARGETS = {"cert": "certs/cert.der", "key": "certs/key.der", "ca": "certs/ca.der"}
+MARK = "DEPLOY-PROBE "
+
+# Runs on the board: its version, whether it has umqtt.simple, and the SHA-256 of each file we may write.
+PROBE = """
+import sys, os, gc, json, hashlib, binascii
+def _h(p):
+    try:
+        f = open(p, 'rb')
+    except OSError:
+        return None
+    d = hashlib.sha256()
+    b = bytearray(512)
+    m = memoryview(b)
+    while True:
+        n = f.readinto(b)
+        if not n:
+            break
+        d.update(m[:n])
+    f.close()
+    return binascii.hexlify(d.digest()).decode()
+try:
+    import umqtt.simple
+    _u = getattr(umqtt.simple, '__file__', 'built in')
+except ImportError:
+    _u = None
+try:
+    _l = os.listdir('lib/iotjobs')
+except OSError:
+    _l = []
+gc.collect()
+print(%(mark)r + json.dumps({'version': list(sys.implementation.version[:3]),
+    'mpy': getattr(sys.implementation, '_mpy', 0), 'platform': sys.platform, 'umqtt': _u,
+    'heap': gc.mem_free() + gc.mem_alloc(), 'lib': _l, 'hashes': [_h(p) for p in %(paths)r]}))
+"""
+
+MKDIRS = """
+import os
+for d in %r:
+    try:
+        os.mkdir(d)
+    except OSError:
+        pass
+"""
+
+
+class DeployError(Exception):
+    """A problem the user can fix; its message says how."""
+
+
+@dataclass
+class Item:
+    """One file for the board: where it goes, where it is staged, its size and SHA-256."""
+
+    target: str
+    source: Path
+    size: int
+    sha256: str
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def item(target: str, source: Path) -> Item:
+    return Item(target, source, source.stat().st_size, sha256(source))
+
+
+def load_board(name: str) -> dict[str, Any]:
+    path = BOARDS / name / "board.json"
+    if not path.is_file():
+        known = sorted(p.parent.name for p in BOARDS.glob("*/board.json"))
+        raise DeployError("unknown board %r; known boards: %s" % (name, ", ".join(known)))
+    board: dict[str, Any] = json.loads(path.read_text())
+    return board
+
+
+def compile_mpy(source: Path, dest: Path, arch: str | None) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    command = [str(BIN / "mpy-cross"), OPTIMIZE, "-o", str(dest)]
+    if arch:
+        command.append("-march=" + arch)
+    # -s names the source in tracebacks as the board will see it, not as a path on this machine.
+    command += ["-s", dest.with_suffix(".py").name, str(source)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise DeployError("mpy-cross failed on %s:\n%s" % (source, done.stderr.strip()))
+
+
+def to_der(source: Path, dest: Path, kind: str) -> None:
+    """Write source as DER: the boards' TLS (mbedTLS in MicroPython) takes DER only."""
+    data = source.read_bytes()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if b"-----BEGIN" not in data:
+        dest.write_bytes(data)  # already DER
+        return
+    if data.count(b"-----BEGIN CERTIFICATE-----") > 1:
+        print("deploy: warning: %s holds several certificates; a board loads only the first" % source)
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise DeployError("openssl is needed to convert %s to DER (Debian: apt-get install openssl)" % source)
+    command = [openssl, "pkey" if kind == "key" else "x509", "-in", str(source), "-outform", "DER", "-out", str(dest)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise DeployError("cannot convert %s (%s) to DER: %s" % (source, kind, done.stderr.strip()))
+
+
+def stage(board_name: str, board: dict[str, Any], config: Path | None, certs: Path | None) -> tuple[list[Item], Item]:
+    """Build the board's files under build/deploy/<board>/: (the files to sync, umqtt/simple.mpy if needed)."""
+    out = STAGING / board_name
+    if out.exists():
+        shutil.rmtree(out)
+    arch = board.get("mpy_cross_arch")
+    items: list[Item] = []
+    for source in sorted(LIBRARY.glob("*.py")):
+        target = "lib/iotjobs/%s.mpy" % source.stem
+        compile_mpy(source, out / target, arch)
+        items.append(item(target, out / target))
+    for source in sorted(COMMON.glob("*.py")):
+        target = "lib/%s.mpy" % source.stem
+        compile_mpy(source, out / target, arch)
+        items.append(item(target, out / target))
+    # main.py stays source: it is what a user reads and edits on the board.
+    for name in ("main.py", "board.json"):
+        shutil.copyfile(BOARDS / board_name / name, out / name)
+        items.append(item(name, out / name))
+    if config is not None:
+        settings = json.loads(config.read_text())
+        for key, target in CERT_TARGETS.items():
+            name = settings.get(key)
+            if not name:
+                continue
+            source = Path(name) if Path(name).is_absolute() else (certs or config.parent) / name
+            if not source.is_file():
+                raise DeployError("config %s names %s %r, but %s does not exist (use --certs DIR)"
+                                  % (config, key, name, source))
+            to_der(source, out / target, key)
+            items.append(item(target, out / target))
+            settings[key] = target
+        (out / "config.json").write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n")
+        items.append(item("config.json", out / "config.json"))
+    if not UMQTT.is_file():
+        raise DeployError("%s is missing; run: bash tools/setup.sh" % UMQTT)
+    compile_mpy(UMQTT, out / "lib/umqtt/simple.mpy", arch)
+    return items, item("lib/umqtt/simple.mpy", out / "lib/umqtt/simple.mpy")
+
+
+def print_plan(items: list[Item]) -> None:
+    width = max(len(i.target) for i in items)
+    for i in items:
+        print("  %-*s %7d B  sha256 %s" % (width, i.target, i.size, i.sha256))
+    print("  %d files, %d bytes" % (len(items), sum(i.size for i in items)))
+
+
+class Board:
+    """The board behind one serial port, driven by the real mpremote (one session per call)."""
+
+    def __init__(self, port: str, timeout: float) -> None:
+        self.port = port
+        self.timeout = timeout
+
+    def mpremote(self, args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+        try:
+            done = subprocess.run([str(BIN / "mpremote"), "connect", self.port, *args], capture_output=True,
+                                  text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise DeployError("the board on %s did not answer within %g s: is MicroPython running on it, and is no "
+                              "other program (a serial terminal, another mpremote) using the port?"
+                              % (self.port, timeout)) from None
+        if done.returncode != 0:
+            detail = (done.stderr.strip() or done.stdout.strip()).splitlines()
+            raise DeployError("mpremote on %s failed: %s" % (self.port, detail[-1] if detail else done.returncode))
+        return done
+
+    def probe(self, targets: list[str]) -> dict[str, Any]:
+        done = self.mpremote(["exec", PROBE % {"mark": MARK, "paths": targets}], self.timeout)
+        for line in done.stdout.splitlines():
+            if line.startswith(MARK):
+                found: dict[str, Any] = json.loads(line[len(MARK):])
+                found["hashes"] = dict(zip(targets, found["hashes"]))
+                return found
+        raise DeployError("the board on %s answered, but not as MicroPython with hashlib does:\n%s"
+                          % (self.port, (done.stdout + done.stderr).strip()[-500:]))
+
+    def copy(self, items: list[Item], remove: list[str]) -> None:
+        """Copy items and remove paths in one mpremote session, printing each file as mpremote reaches it."""
+        dirs = sorted({"/".join(i.target.split("/")[: n + 1]) for i in items for n in range(i.target.count("/"))})
+        args = ["exec", MKDIRS % dirs]
+        for path in remove:
+            args += ["+", "fs", "rm", ":" + path]
+        for i in items:
+            args += ["+", "fs", "cp", str(i.source), ":" + i.target]
+        by_target = {i.target: i for i in items}
+        process = subprocess.Popen([str(BIN / "mpremote"), "connect", self.port, *args], stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+        assert process.stdout is not None
+        count = 0
+        output = []
+        for line in process.stdout:
+            output.append(line)
+            found = re.match(r"cp \S+ :(\S+)$", line.strip())
+            if found and found.group(1) in by_target:
+                count += 1
+                copied = by_target[found.group(1)]
+                print("deploy: [%d/%d] %s (%d B)" % (count, len(items), copied.target, copied.size), flush=True)
+            elif line.startswith("rm :"):
+                print("deploy: removed %s" % line[4:].strip(), flush=True)
+        if process.wait() != 0:
+            raise DeployError("copying to %s failed:\n%s" % (self.port, "".join(output[-5:]).strip()))
+
+
+def check_runtime(found: dict[str, Any], board: dict[str, Any], port: str) -> None:
+    version = ".".join(str(n) for n in found["version"])
+    mpy = found["mpy"] & 0xFF
+    if mpy != MPY_MAJOR:
+        raise DeployError("MicroPython %s on %s loads .mpy v%d, but this mpy-cross emits v%d: flash MicroPython "
+                          "%s or newer (see README, 'Flash a real board')"
+                          % (version, port, mpy, MPY_MAJOR, board.get("micropython_min", "1.22")))
+    heap_kb = board.get("heap_kb")
+    if heap_kb and found["heap"] < heap_kb * 1024 * 0.8:
+        print("deploy: warning: the board has a %d KB heap; %s boards usually have %d KB"
+              % (found["heap"] // 1024, board.get("name", "these"), heap_kb))
+
+
+def deploy(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    board = load_board(args.board)
+    config = args.config
+    if config is None and (BOARDS / args.board / "config.json").is_file():
+        config = BOARDS / args.board / "config.json"
+    if config is not None and not config.is_file():
+        raise DeployError("config file %s does not exist (copy boards/%s/config.example.json and fill it in)"
+                          % (config, args.board))
+    certs = args.certs or (BOARDS / args.board / "certs" if (BOARDS / args.board / "certs").is_dir() else None)
+    items, umqtt = stage(args.board, board, config, certs)
+    if config is None:
+        print("deploy: warning: no config.json (use --config FILE): main.py will stop and ask for one")
+    if args.dry_run:
+        print("deploy: plan for %s (dry run: nothing sent; umqtt.simple is added only if the board lacks it)"
+              % args.board)
+        print_plan(items + [umqtt])
+        return 0
+    if args.port is None:
+        raise DeployError("--port is needed (e.g. /dev/ttyUSB0; or --dry-run to see the plan)")
+    if "/" in args.port and not os.path.exists(args.port):
+        raise DeployError("no serial port %s: is the board plugged in? (ls /dev/ttyUSB* /dev/ttyACM*)" % args.port)
+    device = Board(args.port, args.timeout)
+    targets = [i.target for i in items] + [umqtt.target]
+    found = device.probe(targets)
+    check_runtime(found, board, args.port)
+    print("deploy: %s: MicroPython %s (%s), heap %d KB"
+          % (args.port, ".".join(str(n) for n in found["version"]), found["platform"], found["heap"] // 1024))
+    # umqtt.simple is frozen into ESP32 firmware; install ours only where the board has none (or has ours).
+    if found["umqtt"] is None or "lib/umqtt/" in found["umqtt"]:
+        items.append(umqtt)
+    # A leftover .py (from mip or a manual copy) would be imported instead of our .mpy.
+    wanted = {i.target for i in items}
+    remove = ["lib/iotjobs/" + name for name in found["lib"] if "lib/iotjobs/" + name not in wanted]
+    changed = [i for i in items if found["hashes"].get(i.target) != i.sha256]
+    for i in items:
+        if i not in changed:
+            print("deploy: unchanged %s" % i.target)
+    if changed or remove:
+        device.copy(changed, remove)
+    after = device.probe([i.target for i in items])
+    wrong = [i.target for i in items if after["hashes"].get(i.target) != i.sha256]
+    if wrong:
+        raise DeployError("after copying, these files on %s do not match: %s" % (args.port, ", ".join(wrong)))
+    print("deploy: %d copied (%d B), %d unchanged, %d removed; all %d files verified by SHA-256 in %.1f s"
+          % (len(changed), sum(i.size for i in changed), len(items) - len(changed), len(remove), len(items),
+             time.monotonic() - started))
+    print("deploy: reset the board (or `mpremote connect %s exec \"import main\"`) to run main.py" % args.port)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="iotjobs-deploy", description=__doc__)
+    parser.add_argument("--board", required=True, help="a folder of boards/ with a board.json: esp32, esp32s3, ...")
+    parser.add_argument("--port", help="the board's serial port, e.g. /dev/ttyUSB0")
+    parser.add_argument("--config", type=Path, help="config.json to install (default: boards/BOARD/config.json)")
+    parser.add_argument("--certs", type=Path, help="folder of the files the config names (default: boards/BOARD/certs,"
+                        " else the config's folder)")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan (files, sizes, hashes); touch nothing")
+    parser.add_argument("--timeout", type=float, default=20.0, help="seconds the board has to answer (default 20)")
+    args = parser.parse_args(argv)
+    try:
+        return deploy(args)
+    except DeployError as e:
+        print("iotjobs-deploy: %s" % e, file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
