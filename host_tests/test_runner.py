@@ -214,6 +214,27 @@ def test_outcome_saved_before_a_reset_is_reported_without_running_the_handler(
     assert statuses(jobs_service, thing_name, "job-done") == ["QUEUED", "IN_PROGRESS", "SUCCEEDED"]
 
 
+def test_outcome_refused_for_now_is_sent_again_without_running_the_handler_again(
+        runtime, mosquitto, jobs_service, thing_name, tmp_path):
+    throttled: list[dict[str, Any]] = []
+
+    def throttle_first_outcome(thing, api, topic, request, publish):
+        if api == "update" and request.get("status") == "SUCCEEDED" and not throttled:
+            throttled.append(request)
+            return {"code": "RequestThrottled", "message": "slow down"}
+        return None
+
+    jobs_service.interceptor = throttle_first_outcome
+    jobs_service.create_job("job-t", [thing_name], {"operation": "greet"})
+    done = device(runtime, "succeed", mosquitto, thing_name, tmp_path, "1", "200")
+    assert len(throttled) == 1
+    assert done["states"] == ["idle", "running", "succeeded"]
+    changes = details(jobs_service, thing_name, "job-t")
+    assert statuses(jobs_service, thing_name, "job-t")[-1] == "SUCCEEDED"
+    assert changes[-1] == throttled[0]["statusDetails"]
+    assert changes.count({"state": "started"}) == 1, "the handler ran once"
+
+
 def test_describe_fallback_finds_a_job_when_notifications_are_lost(runtime, mosquitto, jobs_service, thing_name,
                                                                    tmp_path):
     proc = started(runtime, "fallback", mosquitto, thing_name, tmp_path, "300")

@@ -80,7 +80,8 @@ def broken(execution, progress):
 
 
 def scenario_succeed(board):
-    runner = board.runner({"greet": greet})
+    every = int(board.args[1]) if len(board.args) > 1 else 60000
+    runner = board.runner({"greet": greet}, describe_every_ms=every)
     print("READY")
     emit("finished", runner.run(max_jobs=int(board.args[0]) if board.args else 1))
     emit("states", board.states)

@@ -3,6 +3,8 @@
 import json
 import time
 
+from micropython import const
+
 from iotjobs import payloads, store
 from iotjobs.errors import JobsError, RequestTimeout
 
@@ -17,6 +19,10 @@ CHECKPOINT_KEY = "checkpoint"
 TEMPLATE_HANDLERS = {"download-file": "download", "reboot": "reboot"}
 # Rejections of an update that mean the execution is no longer this device's to work on.
 _GONE = ("InvalidStateTransition", "ResourceNotFound", "TerminalStateReached")
+# A call that may work later, unchanged: no answer, a broken link, or a service (or outbox) that is busy.
+_LATER = (RequestTimeout, OSError)
+_BUSY = ("InternalError", "RequestThrottled", "OutboxFull")
+RETRY_MS = const(5000)  # after a failed call, the next try (at most describe_every_ms)
 
 
 class Canceled(Exception):
@@ -152,6 +158,7 @@ class Runner:
         # Start with start_next, not describe: after a reset it returns the IN_PROGRESS execution first.
         self._start = True
         self._last_check = time.ticks_ms()
+        self._wait_ms = describe_every_ms
         self._job = None  # (jobId, executionNumber) of the execution whose handler runs
         self._step = None
         self._timeout = None
@@ -177,25 +184,26 @@ class Runner:
         self.jc.poll()
         start = self._start
         if not start:
-            if time.ticks_diff(time.ticks_ms(), self._last_check) < self.describe_every_ms:
+            if time.ticks_diff(time.ticks_ms(), self._last_check) < self._wait_ms:
                 return None
-            self._last_check = time.ticks_ms()
+            self._checked(self.describe_every_ms)
             # The fallback for a lost notify-next: a cheap look without the document, then start_next only if needed.
             try:
                 start = self.jc.describe(include_document=False) is not None
-            except (JobsError, RequestTimeout) as e:
+            except (JobsError, RequestTimeout, OSError) as e:
                 self._report_error("describe $next failed", e)
+                self._checked(RETRY_MS)
                 return None
             if not start:
                 self._set_state("idle")
                 return None
         self._start = False
-        self._last_check = time.ticks_ms()
+        self._checked(self.describe_every_ms)
         try:
             execution = self.jc.start_next()
-        except (JobsError, RequestTimeout) as e:
+        except (JobsError, RequestTimeout, OSError) as e:
             self._report_error("start_next failed", e)
-            self._start = True
+            self._checked(RETRY_MS)
             return None
         if execution is None:
             self._set_state("idle")
@@ -205,7 +213,15 @@ class Runner:
         outcome = self._execute(execution)
         if outcome:
             self.finished += 1
+        else:
+            # The outcome is on flash but not yet accepted: try again in a while, not in a tight loop.
+            self._start = False
+            self._checked(RETRY_MS)
         return outcome
+
+    def _checked(self, wait_ms):
+        self._last_check = time.ticks_ms()
+        self._wait_ms = min(wait_ms, self.describe_every_ms)
 
     # ---- one execution -------------------------------------------------------------------------
 
@@ -286,7 +302,7 @@ class Runner:
                 raise Canceled(self._gone) from None
             # Progress is best effort (throttled, busy, ...): the work goes on, the outcome is what must arrive.
             self._report_error("progress update failed", e)
-        except RequestTimeout as e:
+        except _LATER as e:
             self._report_error("progress update failed", e)
 
     def _confirm(self, job_id, number):
@@ -296,7 +312,7 @@ class Runner:
             if e.code in _GONE:
                 self._gone = "%s: %s" % (e.code, e.message)
             return
-        except RequestTimeout:
+        except _LATER:
             return
         status = execution.get("status") if execution else None
         if status != IN_PROGRESS:
@@ -314,10 +330,14 @@ class Runner:
                 outcome = status.lower()  # an earlier attempt got through; its answer was lost
             elif e.code in _GONE:
                 outcome = "canceled"
-            else:
+            elif e.code in _BUSY:
                 self._report_error("reporting %s failed" % status, e)
+                return None
+            else:
+                # Sending the same again would be refused the same way: give up on this execution.
+                self._report_error("reporting %s refused" % status, e)
                 outcome = status.lower()
-        except RequestTimeout as e:
+        except _LATER as e:
             # Kept on flash; start_next returns this execution again while it is IN_PROGRESS, and then it is sent.
             self._report_error("reporting %s failed" % status, e)
             return None
