@@ -1,7 +1,6 @@
 """What every board's main.py shares: config, WiFi, clock, the MQTT/TLS client, the status LED and the job runner."""
 
 import json
-import sys
 import time
 
 CONFIG_PATH = "config.json"
@@ -139,33 +138,17 @@ def clock_set(host, attempts=NTP_ATTEMPTS):
     raise OSError("NTP %s did not answer after %d attempts" % (host, attempts))
 
 
-def _read(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
 def mqtt_client(cfg):
     """umqtt.simple's MQTTClient for cfg: mutual TLS with the DER files it names, or plain MQTT without them."""
-    from umqtt.simple import MQTTClient
-
-    thing = cfg["thing"]
-    host = cfg["endpoint"]
+    keepalive = cfg.get("keepalive", 60)
     if not cfg.get("cert"):
-        return MQTTClient(thing, host, cfg.get("port", 1883), keepalive=cfg.get("keepalive", 60))
-    import ssl
+        from umqtt.simple import MQTTClient
 
-    cert, key, ca = _read(cfg["cert"]), _read(cfg["key"]), _read(cfg["ca"])
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    # The context's default is no verification: the server must prove it is the endpoint, signed by the CA.
-    context.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]  # missing from the ESP32 stubs
-    context.load_cert_chain(cert, key)
-    context.load_verify_locations(cadata=ca)
-    # umqtt.simple 1.4 (frozen in ESP32 firmware) wraps with the context; 1.3 calls ussl.wrap_socket(**ssl_params).
-    if "ussl" not in sys.modules:
-        sys.modules["ussl"] = ssl
-    params = {"key": key, "cert": cert, "cadata": ca, "cert_reqs": ssl.CERT_REQUIRED, "server_hostname": host}
-    return MQTTClient(thing, host, cfg.get("port", 8883), keepalive=cfg.get("keepalive", 60), ssl=context,
-                      ssl_params=params)
+        return MQTTClient(cfg["thing"], cfg["endpoint"], cfg.get("port", 1883), keepalive=keepalive)
+    from iotjobs.tls import make_client
+
+    return make_client(cfg["thing"], cfg["endpoint"], cfg["cert"], cfg["key"], cfg["ca"], port=cfg.get("port", 8883),
+                       keepalive=keepalive)
 
 
 def connect(jc, attempts=CONNECT_ATTEMPTS):
