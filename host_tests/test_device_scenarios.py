@@ -235,16 +235,21 @@ def test_unicode_status_details_round_trip(runtime, mosquitto, jobs_service, thi
 
 # A 32 KB job document (the spec's limit) made of 900 small settings, the costly shape for json.loads.
 LARGE_SETTINGS = {"key%04d" % i: "value-%04d-abcdefgh" % i for i in range(900)}
-LARGE_DOC: dict[str, Any] = {"operation": "config", "settings": LARGE_SETTINGS, "blob": ""}
+LARGE_DOC: dict[str, Any] = {"operation": "config", "settings": LARGE_SETTINGS, "blob": "", "marker": "end"}
 LARGE_DOC["blob"] = "x" * (32700 - len(json.dumps(LARGE_DOC)))
-# Measured minimum on the x64 unix port: 215k (README). An ESP32 needs roughly 55-60% of that (32-bit objects).
-LARGE_DOC_HEAP = "240k"
+# The same board-sized heap as every other scenario: measured minimum 72k on the x64 unix port (README).
+LARGE_DOC_HEAP = "96k"
 
 
 def test_32k_document_on_a_bounded_heap(runtime, mosquitto, jobs_service, thing_name):
     assert 32000 < len(json.dumps(LARGE_DOC)) <= 32768
     jobs_service.create_job("job-big", [thing_name], LARGE_DOC)
     done = scenario(runtime, "large_document", mosquitto, thing_name, "job-big", heapsize=LARGE_DOC_HEAP)
-    assert done["document"] == {"operation": "config", "settings": 900, "blob_len": len(LARGE_DOC["blob"])}
+    document = done["document"]
+    # Too big to parse on a board: it stays on flash as a JobDocument, and the fields a handler asks for
+    # (one at the start, one after the 32 KB) are read from there.
+    assert document["kind"] == "JobDocument"
+    assert document["operation"] == "config" and document["marker"] == "end"
+    assert 30000 < document["size"] <= 32768
     assert done["done"] is True
     assert jobs_service.describe_job_execution(thing_name, "job-big")["status"] == "SUCCEEDED"

@@ -1,4 +1,4 @@
-"""The pure protocol core's unit cases, each run on the MicroPython unix port and on CPython."""
+"""The pure cores' unit cases (protocol, large-message reader), each run on the MicroPython unix port and CPython."""
 
 import re
 from functools import cache
@@ -7,14 +7,15 @@ import pytest
 
 from device import PORTABLE, RUNTIMES, run
 
-CASES_FILE = PORTABLE / "protocol_cases.py"
-CASES = re.findall(r"^def (case_\w+)", CASES_FILE.read_text(), re.M)
+CASE_FILES = ("protocol_cases.py", "document_cases.py")
+CASES = [(name, case) for name in CASE_FILES
+         for case in re.findall(r"^def (case_\w+)", (PORTABLE / name).read_text(), re.M)]
 
 
 @cache
-def outcomes(runtime: str) -> dict[str, str]:
-    # The heap is for compiling this long test module on the device, not for the library under test.
-    done = run(runtime, CASES_FILE, heapsize="256k")
+def outcomes(runtime: str, case_file: str) -> dict[str, str]:
+    # The heap is for compiling a long test module on the device, not for the library under test.
+    done = run(runtime, PORTABLE / case_file, heapsize="512k")
     lines = done.stdout.splitlines()
     assert lines and lines[-1].startswith("DONE "), done.stdout + done.stderr
     found = {}
@@ -27,10 +28,10 @@ def outcomes(runtime: str) -> dict[str, str]:
 
 
 def test_cases_were_found():
-    assert len(CASES) >= 30
+    assert len(CASES) >= 40
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
-@pytest.mark.parametrize("case", CASES)
-def test_protocol_case(runtime: str, case: str) -> None:
-    assert outcomes(runtime).get(case, "MISSING").strip() == "PASS"
+@pytest.mark.parametrize("case_file, case", CASES)
+def test_case(runtime: str, case_file: str, case: str) -> None:
+    assert outcomes(runtime, case_file).get(case, "MISSING").strip() == "PASS"

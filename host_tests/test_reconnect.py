@@ -137,10 +137,13 @@ def test_message_that_does_not_fit_is_discarded(runtime, mosquitto, jobs_service
                "job-o", heapsize=heapsize)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done["execution"] == {"jobId": "job-o", "status": "QUEUED"}
-    if runtime == "micropython" or limit == "max_message=8192":
+    if limit == "max_message=8192":
         assert done["reasons"] == ["message too large"] and done["oversized"] == 1
+    elif runtime == "micropython":
+        # Within the limit, so it went to a file; parsing its 150 KB field then ran out of heap.
+        assert done["reasons"] == ["message too large to parse"]
     else:
-        # CPython has the memory: the message is read whole and dropped for its foreign clientToken.
+        # CPython has the memory: the message is parsed whole and dropped for its foreign clientToken.
         assert done["reasons"] == ["no call waits for this response"] and done["oversized"] == 0
     assert done["pending"] == 1
 

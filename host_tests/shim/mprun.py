@@ -1,6 +1,7 @@
 """Run a firmware script on CPython as the MicroPython unix port would: `python mprun.py SCRIPT [ARGS...]`."""
 
 import gc
+import json
 import os
 import runpy
 import sys
@@ -49,6 +50,16 @@ def _ilistdir(path: str = ".") -> Iterator[tuple[Any, ...]]:
             yield (entry.name, kind, entry.inode(), size)
 
 
+_cpython_loads = json.loads
+
+
+def _loads(text: Any, **kwargs: Any) -> Any:
+    # MicroPython's json.loads takes any buffer: a firmware's reused receive buffer is a memoryview.
+    if isinstance(text, memoryview):
+        text = text.tobytes()
+    return _cpython_loads(text, **kwargs)
+
+
 def _micropypath() -> list[str]:
     # Colon-separated, like the unix port's; empty entries are skipped.
     return [p for p in os.environ.get("MICROPYPATH", "").split(":") if p]
@@ -58,7 +69,7 @@ def install() -> None:
     """Make this process look like MicroPython to firmware code; for in-process use, safe to call again.
 
     Puts the shim, MICROPYPATH's entries, firmware/lib and build/umqtt at the front of sys.path, and
-    adds MicroPython's extras to CPython's time, gc, sys and os.
+    adds MicroPython's extras to CPython's time, gc, sys, os and json.
     """
     front = [SHIM_DIR, *_micropypath(), FIRMWARE_LIB, UMQTT_DIR]
     for path in reversed(front):
@@ -75,6 +86,7 @@ def install() -> None:
         (gc, "threshold", _threshold_fn),
         (sys, "print_exception", _print_exception),
         (os, "ilistdir", _ilistdir),
+        (json, "loads", _loads),
     )
     for module, name, func in extras:
         setattr(module, name, func)

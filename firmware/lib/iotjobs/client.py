@@ -7,6 +7,7 @@ import time
 from micropython import const
 
 from iotjobs import payloads, topics
+from iotjobs.document import JobDocument, Stored, keep, read_envelope
 from iotjobs.errors import INVALID_STATE_TRANSITION, VERSION_MISMATCH, JobsError, RequestTimeout, from_rejected
 from iotjobs.session import Session
 
@@ -39,10 +40,14 @@ def _report(reason, detail):
 
 
 class JobsClient:
-    def __init__(self, mqtt, thing_name, timeout_ms=10000, qos=1, wlan=None, outbox_max=4, **link):
+    def __init__(self, mqtt, thing_name, timeout_ms=10000, qos=1, wlan=None, outbox_max=4, document_budget=4096,
+                 **link):
         self.thing_name = topics.check_thing_name(thing_name)
         self.timeout_ms = timeout_ms
         self.outbox_max = outbox_max
+        # A job document bigger than this, in a message too big for the receive buffer, is not parsed: it
+        # comes as a JobDocument on flash, to be read a field or a chunk at a time.
+        self.document_budget = document_budget
         self.session = Session(mqtt, qos, wlan=wlan, **link)
         self.session.on_connect = self._resume
         self.session.on_drop = self._drop
@@ -244,10 +249,18 @@ class JobsClient:
             if outcome == topics.ACCEPTED:
                 self._dispatch(self._on_notify_next, body)
         elif request[_WAITED]:
+            self._keep_document(body)
             self._arrived[request[_TOKEN]] = (outcome, body)
         elif outcome == topics.REJECTED:
             self._on_error("queued update rejected", "%s: %s" % (request[_JOB], body.get("code")))
         self._send_due()
+
+    def _keep_document(self, body):
+        # The caller may work on it for long: its file must outlive the next large messages.
+        execution = body.get("execution")
+        document = execution.get("jobDocument") if isinstance(execution, dict) else body.get("jobDocument")
+        if isinstance(document, JobDocument) and self.session.spill is not None:
+            keep(document, self.session.spill + "_doc.json")
 
     def _already_applied(self, request, body):
         # A re-sent update that the service had applied before the link failed: the state it reports is ours.
@@ -302,17 +315,24 @@ class JobsClient:
     def _handle(self, topic, msg):
         matched = topics.match(topic, self.thing_name)
         if matched is None:
+            self.session.release()
             self._drop("unknown topic", topic)
             return
         kind, job_id, outcome = matched
         try:
-            body = json.loads(msg)
+            if isinstance(msg, Stored):
+                body = read_envelope(msg.path, msg.size, self.document_budget)
+            else:
+                body = json.loads(msg)
         except ValueError:
             self._drop("invalid JSON", topic)
             return
         except MemoryError:
             self._drop("message too large to parse", topic)
             return
+        finally:
+            del msg
+            self.session.release()
         if not isinstance(body, dict):
             self._drop("not a JSON object", topic)
             return

@@ -6,6 +6,7 @@ import time
 from micropython import const
 
 from iotjobs import payloads, store
+from iotjobs.document import JobDocument
 from iotjobs.errors import JobsError, RequestTimeout
 
 IN_PROGRESS = payloads.IN_PROGRESS
@@ -88,13 +89,17 @@ def failure_details(error):
 
 
 def operation_of(document):
-    """(operation, input dict, None) from a job document, or (None, None, reason it cannot run)."""
+    """(operation, input, None) from a job document, or (None, None, reason it cannot run).
+
+    input is the document's dict, or for a large document the JobDocument it stays in (its get() and [] read
+    one field at a time).
+    """
     if isinstance(document, str):
         try:
             document = json.loads(document)
         except ValueError:
             return None, None, "job document is not JSON"
-    if not isinstance(document, dict):
+    if not isinstance(document, (dict, JobDocument)):
         return None, None, "job document is not a JSON object"
     operation = document.get("operation")
     if isinstance(operation, str):

@@ -7,6 +7,8 @@ import time
 import umqtt.simple as umqtt_simple
 from micropython import const
 
+from iotjobs.document import Stored
+
 INBOX_MAX = const(16)
 
 
@@ -27,7 +29,7 @@ class LinkDown(OSError):
 
 
 class _Link:
-    """The socket as umqtt.simple sees it: blocking reads and writes give up after a bound, big messages are dropped."""
+    """The socket as umqtt.simple sees it: blocking reads and writes give up after a bound instead of hanging."""
 
     def __init__(self, sock, session):
         self.sock = sock
@@ -40,35 +42,25 @@ class _Link:
         self.sock.settimeout(self.blocking_s if flag else 0)
 
     def read(self, n):
-        session = self.session
-        if n > session.max_message:
-            return self._discard(n)
-        try:
-            data = self.sock.read(n)
-        except MemoryError:
-            return self._discard(n)
+        data = self.sock.read(n)
         if data is None:
             return None
         if len(data) < n and n > 1:
             raise LinkDown("connection closed in the middle of a packet")
         if data:
-            session.received()
+            self.session.received()
         return data
 
-    def _discard(self, n):
-        # Read the oversized part off the socket in small pieces, so the next packet still parses.
-        left = n
-        chunk = bytearray(256)
-        view = memoryview(chunk)
-        while left:
-            got = self.sock.readinto(view[: min(left, 256)])
-            if not got:
-                raise LinkDown("connection closed while discarding a message")
-            left -= got
+    def readinto(self, view):
+        """Fill view exactly (a blocking read, bounded like every other)."""
+        n = len(view)
+        got = 0
+        while got < n:
+            more = self.sock.readinto(view[got:])
+            if not more:
+                raise LinkDown("connection closed in the middle of a packet")
+            got += more
         self.session.received()
-        self.session.oversized += 1
-        self.session.too_large = n
-        return b""
 
     def write(self, data, n=None):
         length = len(data) if n is None else n
@@ -119,6 +111,8 @@ class Session:
         stable_ms=60000,
         wlan_ms=15000,
         max_message=40960,
+        rx_buffer=4096,
+        spill="iotjobs_rx",
     ):
         self.mqtt = mqtt
         self.qos = qos
@@ -134,6 +128,12 @@ class Session:
         self.stable_ms = stable_ms
         self.wlan_ms = wlan_ms
         self.max_message = max_message
+        # One receive buffer for the whole life of the session: small messages allocate nothing.
+        self._rx = bytearray(rx_buffer)
+        self._rx_busy = False
+        # Bigger messages go to a file (two, used in turn) instead of the heap; None keeps them in RAM.
+        self.spill = spill
+        self._spill_turn = 0
         self.topics = []  # type: list[str]
         self.on_connect = None
         self.on_drop = None
@@ -141,7 +141,6 @@ class Session:
         self.inbox = []
         self.overflowed = 0
         self.oversized = 0
-        self.too_large = 0
         self.connects = 0
         self.link_losses = 0
         self.wifi_waits = 0
@@ -156,16 +155,14 @@ class Session:
         self._raw = None
         self._poller = select.poll()
         mqtt.set_callback(self._arrived)
+        # umqtt.simple's own loops (subscribe, QoS 1 publish, check_msg) call self.wait_msg(): this one
+        # reads payloads into the buffer or a file rather than a new bytes object of the message's size.
+        mqtt.wait_msg = self._wait_msg
 
     # ---- what the link tells us ------------------------------------------------------------------
 
     def _arrived(self, topic, msg):
-        # umqtt calls this from inside wait_msg(): only enqueue, since publishing here would re-enter it.
-        if self.too_large:
-            size = self.too_large
-            self.too_large = 0
-            self._report("message too large", "%d bytes on %s" % (size, topic))
-            return
+        # Called from inside wait_msg(): only enqueue, since publishing here would re-enter umqtt.
         if len(self.inbox) >= self.inbox_max:
             self.inbox.pop(0)
             self.overflowed += 1
@@ -344,8 +341,110 @@ class Session:
         return False
 
     def take(self):
-        """The oldest arrived (topic, message), or None."""
+        """The oldest arrived (topic, message), or None.
+
+        The message is bytes, a memoryview of the receive buffer (valid until release()), or a Stored file.
+        """
         return self.inbox.pop(0) if self.inbox else None
+
+    def release(self):
+        """The message taken last is parsed: its receive buffer may be reused."""
+        self._rx_busy = False
+
+    # ---- receiving ---------------------------------------------------------------------------------
+
+    def _wait_msg(self):
+        """umqtt.simple's wait_msg(): one packet; None for PUBLISH and PINGRESP, else the packet type for its caller."""
+        sock = self.mqtt.sock
+        first = sock.read(1)
+        sock.setblocking(True)
+        if first is None:
+            return None
+        if first == b"":
+            raise LinkDown("connection closed by the broker")
+        op = first[0]
+        if op == 0xD0:  # PINGRESP
+            sock.read(1)
+            return None
+        if op & 0xF0 != 0x30:
+            return op
+        size = self._length(sock)
+        head = sock.read(2)
+        topic_len = head[0] << 8 | head[1]
+        size -= topic_len + 2
+        if topic_len > 256:
+            # No Jobs topic is that long: not ours, and not worth the heap.
+            self._discard(sock, topic_len + size)
+            self._report("unknown topic", "%d-byte topic" % topic_len)
+            return None
+        topic = sock.read(topic_len)
+        pid = 0
+        if op & 6:
+            head = sock.read(2)
+            pid = head[0] << 8 | head[1]
+            size -= 2
+        msg = self._payload(sock, size, topic)
+        if msg is not None:
+            self._arrived(topic, msg)
+        if op & 6 == 2:
+            sock.write(bytes((0x40, 2, pid >> 8, pid & 0xFF)))
+        elif op & 6 == 4:
+            raise LinkDown("QoS 2 message: this client subscribes with QoS 1 at most")
+        return None
+
+    def _length(self, sock):
+        n = shift = 0
+        while True:
+            b = sock.read(1)[0]
+            n |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return n
+            shift += 7
+
+    def _payload(self, sock, size, topic):
+        if size > self.max_message:
+            self._discard(sock, size)
+            self._report("message too large", "%d bytes on %s" % (size, topic))
+            return None
+        if size <= len(self._rx) and not self._rx_busy:
+            view = memoryview(self._rx)[:size]
+            sock.readinto(view)
+            self._rx_busy = True
+            return view
+        if self.spill is not None and size > len(self._rx):
+            return self._store(sock, size)
+        try:
+            return sock.read(size)
+        except MemoryError:
+            self._discard(sock, size)
+            self._report("message too large", "%d bytes on %s: no memory" % (size, topic))
+            return None
+
+    def _chunk(self):
+        # The receive buffer when it is free, else a small one: either way a bounded amount of RAM.
+        return memoryview(self._rx) if not self._rx_busy else memoryview(bytearray(256))
+
+    def _store(self, sock, size):
+        self._spill_turn ^= 1
+        path = "%s%d.bin" % (self.spill, self._spill_turn)
+        chunk = self._chunk()
+        left = size
+        with open(path, "wb") as f:
+            while left:
+                piece = chunk[: min(left, len(chunk))]
+                sock.readinto(piece)
+                f.write(piece)
+                left -= len(piece)
+        return Stored(path, size)
+
+    def _discard(self, sock, size):
+        # Read off the socket and dropped, so that the next packet still parses.
+        chunk = self._chunk()
+        while size > 0:
+            piece = chunk[: min(size, len(chunk))]
+            sock.readinto(piece)
+            size -= len(piece)
+        self.oversized += 1
 
     def disconnect(self):
         if self.connected:
