@@ -72,3 +72,56 @@ def machine() -> dict[str, Any]:
 def plot_path(name: str) -> Path:
     OUT.mkdir(parents=True, exist_ok=True)
     return OUT / (name + ".png")
+
+
+class LocalJobs:
+    """`iotjobs-local serve` as its own process on a given broker, so its CPU time is its own and no client shares
+    its interpreter; jobs and things are made through its HTTP API with boto3, as an operator would."""
+
+    def __init__(self, broker_host: str, broker_port: int) -> None:
+        self.broker = "%s:%d" % (broker_host, broker_port)
+        self.process: subprocess.Popen[str] | None = None
+        self.http_url = ""
+
+    def __enter__(self) -> LocalJobs:
+        self.process = subprocess.Popen(
+            [str(BIN / "iotjobs-local"), "serve", "--broker", self.broker, "--db", ":memory:"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert self.process.stdout is not None
+        ready = self.process.stdout.readline().split()
+        if not ready or ready[0] != "ready":
+            self.process.kill()
+            raise RuntimeError("iotjobs-local serve did not start")
+        self.http_url = "http://" + ready[2].split("=", 1)[1]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def iot(self) -> Any:
+        return aws_client("iot", self.http_url)
+
+    def cpu_seconds(self) -> float:
+        assert self.process is not None
+        return process_cpu_seconds(self.process.pid)
+
+
+def aws_client(service: str, endpoint_url: str) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    config = Config(max_pool_connections=16, retries={"mode": "standard"})
+    return boto3.client(service, endpoint_url=endpoint_url, region_name="us-east-1", aws_access_key_id="bench",
+                        aws_secret_access_key="bench", config=config)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process, from /proc (its threads included)."""
+    fields = Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
