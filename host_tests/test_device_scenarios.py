@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import uuid
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -253,3 +254,14 @@ def test_32k_document_on_a_bounded_heap(runtime, mosquitto, jobs_service, thing_
     assert 30000 < document["size"] <= 32768
     assert done["done"] is True
     assert jobs_service.describe_job_execution(thing_name, "job-big")["status"] == "SUCCEEDED"
+
+
+def test_longest_thing_name(runtime, mosquitto, jobs_service):
+    # 128 characters, the spec's maximum: its subscription topics are longer than one length byte can say.
+    thing = "t" * 116 + uuid.uuid4().hex[:12]
+    assert len(thing) == 128
+    jobs_service.create_thing(thing)
+    jobs_service.create_job("job-long", [thing], DOC)
+    done = scenario(runtime, "lifecycle", mosquitto, thing)
+    assert done["done"]["executionState"]["status"] == "SUCCEEDED"
+    assert jobs_service.describe_job_execution(thing, "job-long")["status"] == "SUCCEEDED"

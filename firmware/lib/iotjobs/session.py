@@ -227,7 +227,7 @@ class Session:
             self._raw = self.mqtt.sock
             self.mqtt.sock = _Link(self._raw, self)
             for topic in self.topics:
-                self.mqtt.subscribe(topic, self.qos)
+                self._subscribe(topic)
             self._poller.register(self._raw, select.POLLIN)
         except Exception as e:  # any failure of an attempt is the same to us: try again later
             self._failed(e)
@@ -391,6 +391,33 @@ class Session:
         elif op & 6 == 4:
             raise LinkDown("QoS 2 message: this client subscribes with QoS 1 at most")
         return None
+
+    def _subscribe(self, topic):
+        # Ours, not umqtt.simple's: 1.3.4 writes SUBSCRIBE's length in one byte, which a topic of a
+        # thing name longer than ~90 characters (128 are allowed) overflows.
+        mqtt = self.mqtt
+        mqtt.pid = pid = mqtt.pid % 0xFFFF + 1
+        name = topic.encode()
+        size = 2 + 2 + len(name) + 1
+        packet = bytearray(b"\x82")
+        while True:
+            packet.append((size & 0x7F) | (0x80 if size > 0x7F else 0))
+            size >>= 7
+            if not size:
+                break
+        packet += bytes((pid >> 8, pid & 0xFF, len(name) >> 8, len(name) & 0xFF))
+        packet += name
+        packet.append(self.qos)
+        sock = mqtt.sock
+        sock.write(packet)
+        while True:
+            if self._wait_msg() == 0x90:
+                ack = sock.read(4)
+                if ack[1] != pid >> 8 or ack[2] != pid & 0xFF:
+                    raise LinkDown("SUBACK for another packet")
+                if ack[3] == 0x80:
+                    raise OSError("the broker refused the subscription to " + topic)
+                return
 
     def _length(self, sock):
         n = shift = 0
