@@ -249,3 +249,27 @@ def test_describe_fallback_finds_a_job_when_notifications_are_lost(runtime, mosq
     assert apis[found + 1] == "start_next"
     describe = jobs_service.requests[found]
     assert describe.topic.endswith("/$next/get") and describe.request.get("includeJobDocument") is False
+
+
+def test_duplicate_notify_next_does_not_start_an_execution_twice(runtime, mosquitto, jobs_service, thing_name,
+                                                                  tmp_path):
+    jobs_service.create_job("job-dup", [thing_name], {"operation": "greet"})
+    sent: list[str] = []
+
+    def duplicate(thing, api, topic, request, publish):
+        if api == "update" and request.get("status") == "IN_PROGRESS":
+            execution = jobs_service.describe_job_execution(thing, "job-dup")
+            note = {"execution": {"jobId": "job-dup", "executionNumber": execution["executionNumber"],
+                                  "status": "IN_PROGRESS", "jobDocument": {"operation": "greet"}}, "timestamp": 1}
+            publish("$aws/things/%s/jobs/notify-next" % thing, json.dumps(note).encode())
+            sent.append("notify-next")
+        return None
+
+    jobs_service.interceptor = duplicate
+    done = device(runtime, "duplicates", mosquitto, thing_name, tmp_path)
+    assert len(sent) >= 5
+    assert done["calls"] == ["job-dup"]
+    causes = [h["cause"] for h in jobs_service.history(thing_name, "job-dup")]
+    assert causes.count("start-next") == 1
+    assert statuses(jobs_service, thing_name, "job-dup")[-1] == "SUCCEEDED"
+    assert statuses(jobs_service, thing_name, "job-dup").count("SUCCEEDED") == 1

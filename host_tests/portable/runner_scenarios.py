@@ -142,6 +142,21 @@ def scenario_cancel_by_notification(board):
     emit("states", board.states)
 
 
+def scenario_duplicates(board):
+    # The test sends a notify-next for this very execution with every progress update.
+    def counted(execution, progress):
+        board.calls.append(execution["jobId"])
+        for i in range(5):
+            progress({"i": str(i)})
+        return {"result": "once"}
+
+    runner = board.runner({"greet": counted})
+    emit("finished", runner.run(max_jobs=1))
+    for _ in range(20):
+        runner.step()  # any late duplicate would start it here
+    emit("calls", board.calls)
+
+
 def scenario_reboot(board):
     # Run twice on one state directory: the first run resets, the second reports SUCCEEDED.
     runner = board.runner({"reboot": handlers.reboot})
