@@ -254,3 +254,37 @@ def test_short_soak_loses_and_doubles_nothing(runtime):
     assert counts["jobs"] == "6" and int(counts["succeeded"]) + int(counts["failed"]) == 6, summary
     assert (counts["lost"], counts["doubled"], counts["loop_deaths"]) == ("0", "0", "0"), done.stdout
     assert int(counts["faults"]) >= 3, summary
+
+
+def test_offline_updates_queue_in_order_and_the_full_queue_is_refused(runtime, mosquitto, jobs_service, thing_name):
+    for job_id in ("job-a", "job-b", "job-c"):
+        jobs_service.create_job(job_id, [thing_name], {"operation": "x"})
+    with FaultProxy(mosquitto.host, mosquitto.port) as proxy:
+        device = start(runtime, LINK_SCENARIOS, "outbox", proxy.host, str(proxy.port), thing_name,
+                       "timeout_ms=300", "response_ms=300", "job-a", "job-b", "job-c")
+        try:
+            assert device.stdout is not None and device.stdin is not None
+            assert device.stdout.readline().strip() == "READY"
+            proxy.refuse(True)
+            proxy.reset()
+            device.stdin.write("offline\n")
+            device.stdin.flush()
+            lines = []
+            while not lines or lines[-1] != "OFFLINE DONE":
+                lines.append(device.stdout.readline().strip())
+            proxy.refuse(False)
+            out, err = device.communicate("online\n", timeout=60)
+        finally:
+            device.kill()
+    assert device.returncode == 0, "\n".join(lines) + out + err
+    outcomes = json.loads(next(line for line in lines if line.startswith("RESULT outcomes")).split(" ", 2)[2])
+    # Progress never sent is replaced by the job's next update (only the latest matters); terminal updates are
+    # all kept, even two for one job; a fifth owed update does not fit a queue of four.
+    assert outcomes == ["queued 1", "queued 1", "queued 1", "queued 2", "queued 3", "queued 4", "OutboxFull"]
+    assert "RESULT outbox_left 0" in out
+    a = [(h["status"], h["statusDetails"]) for h in jobs_service.history(thing_name, "job-a")]
+    assert a == [("QUEUED", {}), ("SUCCEEDED", {"p": "done"})]
+    assert [h["status"] for h in jobs_service.history(thing_name, "job-b")] == ["QUEUED", "FAILED"]
+    # Sent in order: job-c's REJECTED first; its SUCCEEDED then comes back InvalidStateTransition (reported).
+    assert [h["status"] for h in jobs_service.history(thing_name, "job-c")] == ["QUEUED", "REJECTED"]
+    assert "queued update rejected" in out

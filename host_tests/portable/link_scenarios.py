@@ -9,7 +9,7 @@ import time
 
 from umqtt.simple import MQTTClient
 
-from iotjobs import JobsClient, RequestTimeout
+from iotjobs import JobsClient, JobsError, RequestTimeout
 
 
 def emit(key, value):
@@ -37,6 +37,38 @@ def scenario_call_while_unreachable(jc, args):
     except RequestTimeout as e:
         emit("outcome", str(e))
     emit("elapsed_ms", time.ticks_diff(time.ticks_ms(), started))
+
+
+def scenario_outbox(jc, args):
+    # Offline updates: queued in order, unsent progress replaced by a newer update, a full queue refused.
+    print("READY")
+    sys.stdin.readline()  # the broker is now unreachable
+    outcomes = []
+    calls = (
+        (args[0], "IN_PROGRESS", {"p": "1"}),
+        (args[0], "IN_PROGRESS", {"p": "2"}),
+        (args[0], "SUCCEEDED", {"p": "done"}),
+        (args[1], "FAILED", {"why": "x"}),
+        (args[2], "REJECTED", {"why": "y"}),
+        (args[2], "SUCCEEDED", {"why": "z"}),
+        (args[1], "SUCCEEDED", {"why": "w"}),
+    )
+    for job_id, status, details in calls:
+        try:
+            jc.update(job_id, status, details)
+            outcomes.append("answered")
+        except RequestTimeout:
+            outcomes.append("queued %d" % jc.outbox)
+        except JobsError as e:
+            outcomes.append(e.code)
+    emit("outcomes", outcomes)
+    print("OFFLINE DONE")
+    sys.stdin.readline()  # the broker is back
+    deadline = time.ticks_add(time.ticks_ms(), 20000)
+    while jc.outbox and time.ticks_diff(deadline, time.ticks_ms()) > 0:
+        jc.poll()
+        time.sleep_ms(10)
+    emit("outbox_left", jc.outbox)
 
 
 def main():
