@@ -16,8 +16,8 @@ from test_runner import RUNNER_HEAP, SCRIPT
 LARGE_SETTINGS = {"key%04d" % i: "value-%04d-abcdefgh" % i for i in range(900)}
 LARGE_DOC: dict[str, Any] = {"operation": "config", "settings": LARGE_SETTINGS, "blob": ""}
 LARGE_DOC["blob"] = "x" * (32700 - len(json.dumps(LARGE_DOC)))
-# Measured minimum for this scenario on the unix port, from source: see README.
-LARGE_DOC_HEAP = "256k"
+# Measured minimum 272k on the unix port (see README); a margin, since fragmentation moves it.
+LARGE_DOC_HEAP = "288k"
 
 
 @pytest.fixture(params=RUNTIMES)
@@ -75,3 +75,16 @@ def test_32k_document_runs_on_a_bounded_heap(runtime, mosquitto, jobs_service, t
     assert done["states"] == ["idle", "running", "succeeded"], done.stdout
     assert json.loads((tmp_path / "config.json").read_text()) == LARGE_SETTINGS
     assert jobs_service.history(thing_name, "job-big")[-1]["statusDetails"]["keys"] == "900"
+
+
+def test_32k_document_stays_on_flash_while_its_handler_runs(runtime, mosquitto, jobs_service, thing_name, tmp_path):
+    # Only the operation is read from it: with the client's lean receive this fits the suite's board heap.
+    jobs_service.create_job("job-big", [thing_name], LARGE_DOC)
+    done = run(runtime, SCRIPT, "large", mosquitto.host, str(mosquitto.port), thing_name, str(tmp_path),
+               heapsize=RUNNER_HEAP)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done["states"] == ["idle", "running", "succeeded"], done.stdout
+    result = jobs_service.history(thing_name, "job-big")[-1]["statusDetails"]
+    assert result["operation"] == "config"
+    if runtime == "micropython":
+        assert result["kind"] == "JobDocument"

@@ -19,7 +19,7 @@ from localjobs.broker import Mosquitto
 
 SCRIPT = PORTABLE / "tls_scenarios.py"
 # Measured: Mbed TLS's handshake allocates from the MicroPython heap on the unix port (see README).
-TLS_HEAP = "128k"
+TLS_HEAP = "96k"
 
 
 def openssl(*args: str | Path) -> None:

@@ -65,18 +65,18 @@ class Board:
 
 def greet(execution, progress):
     noisy: dict = {"k%02d" % i: "v%d" % i for i in range(12)}
-    noisy["long"] = "x" * 3000
+    noisy["long"] = "x" * 1500
     noisy["ctl"] = "a\x00b\nc\x1bd\u200be"
     noisy["bad key!"] = 7
     progress(noisy, "half")
     progress({"percent": "100"})
     return {"result": "ok", "operation": execution["operation"], "checkpoint": str(execution["checkpoint"]),
-            "big": "y" * 5000}
+            "big": "y" * 1500}
 
 
 def broken(execution, progress):
     progress({"percent": "10"})
-    raise ValueError("could not apply\n" + "z" * 3000 + "\x00")
+    raise ValueError("could not apply\n" + "z" * 1500 + "\x00")
 
 
 def scenario_succeed(board):
@@ -84,6 +84,18 @@ def scenario_succeed(board):
     runner = board.runner({"greet": greet}, describe_every_ms=every)
     print("READY")
     emit("finished", runner.run(max_jobs=int(board.args[0]) if board.args else 1))
+    emit("states", board.states)
+
+
+def scenario_large(board):
+    # Reads only what it needs: a document over the client's budget stays on flash (a JobDocument).
+    def touch(execution, progress):
+        document = execution["jobDocument"]
+        return {"operation": execution["operation"], "kind": type(document).__name__,
+                "settings": str(len(document.get("settings") or ())) if board.args else "-"}
+
+    runner = board.runner({"config": touch})
+    emit("finished", runner.run(max_jobs=1))
     emit("states", board.states)
 
 

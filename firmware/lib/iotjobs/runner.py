@@ -128,7 +128,7 @@ def operation_of(document):
 
 
 def _step_timeout(document):
-    minutes = document.get("stepTimeoutInMinutes") if isinstance(document, dict) else None
+    minutes = document.get("stepTimeoutInMinutes") if isinstance(document, (dict, JobDocument)) else None
     if isinstance(minutes, int) and not isinstance(minutes, bool) and 1 <= minutes <= payloads.STEP_TIMEOUT_MAX_MIN:
         return minutes
     return None
