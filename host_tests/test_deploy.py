@@ -80,6 +80,30 @@ def test_deploy_then_the_deployed_main_runs_a_job(board: VirtualBoard, tmp_path:
     assert [h["statusDetails"] for h in history][-1] == {"result": "hi"}
 
 
+def test_a_reboot_job_resets_the_virtual_board_and_succeeds_after_it(board: VirtualBoard, tmp_path: Path,
+                                                                     mosquitto: Mosquitto, jobs_service: JobsService,
+                                                                     thing_name: str,
+                                                                     create_job: Callable[..., dict[str, Any]]) -> None:
+    config = write_config(tmp_path, endpoint=mosquitto.host, port=mosquitto.port, thing=thing_name, max_jobs=1)
+    done = run_deploy("--board", "unix", "--port", board.path, "--config", str(config))
+    assert done.returncode == 0, done.stdout + done.stderr
+    create_job(jobs_service, "reboot-1", thing_name, {"operation": "reboot"})
+    # The unix board's reset ends the process; the virtual board starts it again and runs main.py, as at power-on.
+    started = mpremote(board, "exec", "--no-follow", "import main")
+    assert started.returncode == 0, started.stdout + started.stderr
+    jobs_service.wait_until(lambda: jobs_service.status(thing_name, "reboot-1") == "SUCCEEDED", timeout=20)
+    history = [(h["status"], h["statusDetails"]) for h in jobs_service.history(thing_name, "reboot-1")]
+    assert history[-3:] == [("IN_PROGRESS", {"state": "rebooting", "checkpoint": "rebooting"}),
+                            ("IN_PROGRESS", {"state": "resumed", "checkpoint": "rebooting"}),
+                            ("SUCCEEDED", {"rebooted": "true"})]
+    # The checkpoint file goes once the device has the service's answer to its outcome.
+    state = board.directory / "iotjobs_state.json"
+    deadline = time.monotonic() + 5
+    while state.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not state.exists()
+
+
 def test_a_second_deploy_copies_nothing(board: VirtualBoard, tmp_path: Path) -> None:
     config = write_config(tmp_path, endpoint="127.0.0.1", port=1883, thing="t")
     first = run_deploy("--board", "unix", "--port", board.path, "--config", str(config))

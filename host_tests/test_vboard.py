@@ -59,3 +59,16 @@ def test_a_program_that_exits_the_process_is_a_soft_reset(board: VirtualBoard) -
     again = mpremote(board, "resume", "eval", "1 + 1")
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip() == "2"
+
+
+def test_power_on_and_a_program_exit_run_main_py_but_a_soft_reset_does_not(tmp_path: Path) -> None:
+    directory = tmp_path / "board"
+    directory.mkdir()
+    (directory / "main.py").write_text("import os\nn = len(os.listdir())\nopen('boot%d' % n, 'w').close()\n")
+    with VirtualBoard(directory, heapsize="128k") as vb:
+        # Power-on ran main.py: one boot file; mpremote's soft reset in the raw REPL did not run it again.
+        assert mpremote(vb, "exec", "import os; print(sorted(os.listdir()))").stdout.strip() == "['boot1', 'main.py']"
+        # A program that ends the process is the unix board's machine.reset(): main.py runs at the restart.
+        mpremote(vb, "exec", "import sys; import time; time.sleep_ms(300); sys.exit()")
+        done = mpremote(vb, "resume", "exec", "import os; print(sorted(os.listdir()))")
+        assert done.stdout.strip() == "['boot1', 'boot2', 'main.py']", done.stdout + done.stderr

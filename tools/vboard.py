@@ -21,6 +21,8 @@ PROMPT = b">>> "
 CARRY = 64
 # A real UART drops what nobody reads; a pty blocks instead, so give a reader this long, then drop.
 WRITE_PATIENCE_S = 2.0
+# How often the board looks whether code is running, to tell a program's exit from a Ctrl-D at the REPL.
+SAMPLE_S = 0.1
 
 
 class Child:
@@ -103,16 +105,24 @@ class Board:
         os.set_blocking(self.master, False)
         self.raw = False
         self.tail = b""
-        self.child = self.start()
+        # A Ctrl-D typed at the REPL and not followed by running code: the process's exit is then a soft reset.
+        self.eof_at_repl = False
+        self.sampled = 0.0
+        self.listener = True
+        self.child = self.start(boot=True)
 
     @property
     def path(self) -> str:
         return os.ttyname(self.slave)
 
-    def start(self) -> Child:
+    def start(self, boot: bool = False) -> Child:
         child = Child(self.micropython, self.heapsize, self.directory)
         banner = child.read_until(PROMPT, timeout=10)
-        if self.raw:
+        if boot and (self.directory / "main.py").exists():
+            # Power-on and hard reset run main.py, as a board's firmware does (typed at the REPL: it shows).
+            self.raw = False
+            child.write(b"import main\r")
+        elif self.raw:
             # After a soft reset in the raw REPL a board answers with the raw banner, not the friendly one.
             child.write(b"\x01")
         else:
@@ -121,13 +131,15 @@ class Board:
 
     def send(self, data: bytes) -> None:
         self.track(data)
-        deadline = time.monotonic() + WRITE_PATIENCE_S
+        deadline = time.monotonic() + (WRITE_PATIENCE_S if self.listener else 0)
         while data:
             try:
                 data = data[os.write(self.master, data):]
             except BlockingIOError:
                 left = deadline - time.monotonic()
                 if left <= 0:
+                    # Nobody reads: drop without waiting again until someone types.
+                    self.listener = False
                     return
                 select.select([], [self.master], [], left)
 
@@ -139,31 +151,43 @@ class Board:
             self.raw = raw_at > friendly_at
         self.tail = seen[-CARRY:]
 
-    def soft_reset(self) -> None:
+    def restart(self) -> None:
+        # The unix port exits on Ctrl-D at its REPL (a board's soft reset) and when a program ends the process
+        # (here, the unix board's machine.reset()): the second is a hard reset, which runs main.py again.
+        hard = not self.eof_at_repl
         self.child.reap()
         self.tail = b""
+        self.eof_at_repl = False
         self.send(b"MPY: soft reboot\r\n")
-        self.child = self.start()
+        self.child = self.start(boot=hard)
 
     def serve(self) -> None:
         while True:
-            ready = select.select([self.master, self.child.fd], [], [])[0]
+            ready = select.select([self.master, self.child.fd], [], [], SAMPLE_S)[0]
+            now = time.monotonic()
+            if now - self.sampled >= SAMPLE_S:
+                if self.child.executing():
+                    self.eof_at_repl = False
+                self.sampled = now
             if self.child.fd in ready:
                 out = self.child.read()
                 if out:
                     self.send(out)
                 else:
-                    # The unix port exits on Ctrl-D (and on sys.exit()) where a board soft-resets.
-                    self.soft_reset()
+                    self.restart()
                     continue
             if self.master in ready:
                 try:
                     data = os.read(self.master, 4096)
                 except BlockingIOError:
                     continue
+                self.listener = True
                 # A board's UART turns Ctrl-C into KeyboardInterrupt; the unix port's raw tty has no ISIG to do it.
-                if b"\x03" in data and self.child.executing():
+                executing = self.child.executing()
+                if b"\x03" in data and executing:
                     self.child.interrupt()
+                if b"\x04" in data and not executing:
+                    self.eof_at_repl = True
                 try:
                     self.child.write(data)
                 except OSError as e:
