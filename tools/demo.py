@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import deploy
 from localjobs.broker import Mosquitto
 from localjobs.service import JobsService
 
@@ -43,8 +44,9 @@ def watch(service: JobsService, job_id: str) -> None:
 
 def main() -> int:
     job_id = "demo-%d" % int(time.time())
-    paths = (ROOT / "firmware" / "lib", ROOT / "boards" / "common", ROOT / "build" / "umqtt")
-    env = dict(os.environ, MICROPYPATH=":".join(str(p) for p in paths) + ":.frozen")
+    # The library as a board gets it from iotjobs-deploy: .mpy files, which import in far less RAM than source.
+    deploy.stage("unix", deploy.load_board("unix"), None, None)
+    env = dict(os.environ, MICROPYPATH="%s:.frozen" % (deploy.STAGING / "unix" / "lib"))
     board: subprocess.Popen[str] | None = None
     with Mosquitto() as broker, JobsService(broker.host, broker.port) as service:
         try:

@@ -106,41 +106,53 @@ def load_board(name: str) -> dict[str, Any]:
     return board
 
 
-def compile_mpy(source: Path, dest: Path, arch: str | None) -> None:
+def _partial(dest: Path) -> Path:
+    # Staged files are replaced whole, so a deploy or demo running at the same time never reads half a file.
     dest.parent.mkdir(parents=True, exist_ok=True)
-    command = [str(BIN / "mpy-cross"), OPTIMIZE, "-o", str(dest)]
+    return dest.with_name("%s.%d.part" % (dest.name, os.getpid()))
+
+
+def put(dest: Path, data: bytes) -> None:
+    part = _partial(dest)
+    part.write_bytes(data)
+    os.replace(part, dest)
+
+
+def compile_mpy(source: Path, dest: Path, arch: str | None) -> None:
+    part = _partial(dest)
+    command = [str(BIN / "mpy-cross"), OPTIMIZE, "-o", str(part)]
     if arch:
         command.append("-march=" + arch)
     # -s names the source in tracebacks as the board will see it, not as a path on this machine.
     command += ["-s", dest.with_suffix(".py").name, str(source)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
+        part.unlink(missing_ok=True)
         raise DeployError("mpy-cross failed on %s:\n%s" % (source, done.stderr.strip()))
+    os.replace(part, dest)
 
 
 def to_der(source: Path, dest: Path, kind: str) -> None:
     """Write source as DER: the boards' TLS (mbedTLS in MicroPython) takes DER only."""
     data = source.read_bytes()
-    dest.parent.mkdir(parents=True, exist_ok=True)
     if b"-----BEGIN" not in data:
-        dest.write_bytes(data)  # already DER
+        put(dest, data)  # already DER
         return
     if data.count(b"-----BEGIN CERTIFICATE-----") > 1:
         print("deploy: warning: %s holds several certificates; a board loads only the first" % source)
     openssl = shutil.which("openssl")
     if openssl is None:
         raise DeployError("openssl is needed to convert %s to DER (Debian: apt-get install openssl)" % source)
-    command = [openssl, "pkey" if kind == "key" else "x509", "-in", str(source), "-outform", "DER", "-out", str(dest)]
-    done = subprocess.run(command, capture_output=True, text=True)
+    command = [openssl, "pkey" if kind == "key" else "x509", "-in", str(source), "-outform", "DER"]
+    done = subprocess.run(command, capture_output=True)
     if done.returncode != 0:
-        raise DeployError("cannot convert %s (%s) to DER: %s" % (source, kind, done.stderr.strip()))
+        raise DeployError("cannot convert %s (%s) to DER: %s" % (source, kind, done.stderr.decode().strip()))
+    put(dest, done.stdout)
 
 
 def stage(board_name: str, board: dict[str, Any], config: Path | None, certs: Path | None) -> tuple[list[Item], Item]:
     """Build the board's files under build/deploy/<board>/: (the files to sync, umqtt/simple.mpy if needed)."""
     out = STAGING / board_name
-    if out.exists():
-        shutil.rmtree(out)
     arch = board.get("mpy_cross_arch")
     items: list[Item] = []
     for source in sorted(LIBRARY.glob("*.py")):
@@ -153,7 +165,7 @@ def stage(board_name: str, board: dict[str, Any], config: Path | None, certs: Pa
         items.append(item(target, out / target))
     # main.py stays source: it is what a user reads and edits on the board.
     for name in ("main.py", "board.json"):
-        shutil.copyfile(BOARDS / board_name / name, out / name)
+        put(out / name, (BOARDS / board_name / name).read_bytes())
         items.append(item(name, out / name))
     if config is not None:
         settings = json.loads(config.read_text())
@@ -168,12 +180,18 @@ def stage(board_name: str, board: dict[str, Any], config: Path | None, certs: Pa
             to_der(source, out / target, key)
             items.append(item(target, out / target))
             settings[key] = target
-        (out / "config.json").write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n")
+        put(out / "config.json", (json.dumps(settings, indent=1, sort_keys=True) + "\n").encode())
         items.append(item("config.json", out / "config.json"))
     if not UMQTT.is_file():
         raise DeployError("%s is missing; run: bash tools/setup.sh" % UMQTT)
     compile_mpy(UMQTT, out / "lib/umqtt/simple.mpy", arch)
-    return items, item("lib/umqtt/simple.mpy", out / "lib/umqtt/simple.mpy")
+    umqtt = item("lib/umqtt/simple.mpy", out / "lib/umqtt/simple.mpy")
+    # What an earlier run staged and this one does not (a removed module, an old config) must not linger.
+    keep = {out / i.target for i in items} | {umqtt.source}
+    for path in out.rglob("*"):
+        if path.is_file() and path not in keep and not path.name.endswith(".part"):
+            path.unlink(missing_ok=True)
+    return items, umqtt
 
 
 def print_plan(items: list[Item]) -> None:
