@@ -187,13 +187,16 @@ def start(handlers):
     board = read_json(BOARD_PATH, "the board description")
     led = Led(board.get("led"))
     led.show("wifi")
+    wifi = cfg["wifi"]
     try:
-        wlan = wifi_up(cfg["wifi"]["ssid"], cfg["wifi"]["password"])
+        wlan = wifi_up(wifi["ssid"], wifi["password"], wifi.get("attempts", WIFI_ATTEMPTS),
+                       wifi.get("attempt_ms", WIFI_ATTEMPT_MS))
         clock_set(cfg.get("ntp_host", "pool.ntp.org"))
-        run_jobs(cfg, handlers, led, wlan=wlan)
+        run_jobs(cfg, handlers, led, wlan=wlan, max_jobs=cfg.get("max_jobs"))
     except OSError as e:
         led.show("error")
-        log("start-up failed: %s; resetting in %d s" % (e, RETRY_AFTER_MS // 1000))
-        time.sleep_ms(RETRY_AFTER_MS)
+        retry_ms = cfg.get("retry_after_ms", RETRY_AFTER_MS)
+        log("start-up failed: %s; resetting in %d s" % (e, retry_ms // 1000))
+        time.sleep_ms(retry_ms)
         led.off()
         machine.reset()
