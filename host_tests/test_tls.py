@@ -16,6 +16,7 @@ import pytest
 
 from device import PORTABLE, RUNTIMES, Run, run
 from localjobs.broker import Mosquitto
+from localjobs.service import JobsService
 
 SCRIPT = PORTABLE / "tls_scenarios.py"
 # Measured: Mbed TLS's handshake allocates from the MicroPython heap on the unix port (see README).
@@ -128,3 +129,19 @@ def test_plain_tcp_to_the_tls_port_fails_at_once(runtime, good_broker, pki):
     # The broker drops an MQTT CONNECT that is not a TLS handshake: an error at connect(), not a hang.
     error = refused(device(runtime, "plain", good_broker, pki))
     assert error == {"type": "OSError", "message": "[Errno 104] ECONNRESET"}
+
+
+def test_a_job_through_jobs_client_over_mutual_tls(runtime, pki, thing_name):
+    # Devices on the TLS listener, the local service on a plain one of the same broker.
+    with Mosquitto(tls={"cafile": pki / "ca.crt", "certfile": pki / "server.crt", "keyfile": pki / "server.key",
+                        "require_certificate": True}, plain_port=0) as b:
+        assert b.plain_port is not None
+        with JobsService(b.host, b.plain_port) as service:
+            service.create_thing(thing_name)
+            service.create_job("job-tls", [thing_name], {"operation": "x"})
+            done = run(runtime, PORTABLE / "tls_job.py", "localhost", str(b.port), str(pki), thing_name,
+                       heapsize=TLS_HEAP, timeout=60)
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert done["done"]["status"] == "SUCCEEDED"
+            statuses = [(h["status"], h["statusDetails"]) for h in service.history(thing_name, "job-tls")]
+            assert ("IN_PROGRESS", {"over": "mutual TLS"}) in statuses

@@ -47,10 +47,13 @@ class Mosquitto:
         host: str = "127.0.0.1",
         tls: dict[str, Any] | None = None,
         executable: str | None = None,
+        plain_port: int | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.tls = dict(tls) if tls else None
+        # With TLS devices, a second listener without TLS (0: a free port) for the local service's own client.
+        self.plain_port = plain_port
         self.executable = executable or find_mosquitto()
         self.process: subprocess.Popen[bytes] | None = None
         self.workdir: Path | None = None
@@ -68,6 +71,8 @@ class Mosquitto:
         for attempt in range(attempts):
             if self._pick_port and (attempt > 0 or self.port == 0):
                 self.port = free_port(self.host)
+            if self.plain_port == 0 or (attempt > 0 and self.plain_port is not None):
+                self.plain_port = free_port(self.host)
             try:
                 self._spawn()
                 return self
@@ -147,6 +152,9 @@ class Mosquitto:
                     lines.append(f"{key} {Path(self.tls[key]).resolve()}")
             required = "true" if self.tls.get("require_certificate") else "false"
             lines.append(f"require_certificate {required}")
+            if self.plain_port is not None:
+                # After the TLS lines, which belong to the listener before them.
+                lines.append(f"listener {self.plain_port} {self.host}")
         return "\n".join(lines) + "\n"
 
     def _spawn(self) -> None:

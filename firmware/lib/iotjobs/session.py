@@ -29,46 +29,73 @@ class LinkDown(OSError):
 
 
 class _Link:
-    """The socket as umqtt.simple sees it: blocking reads and writes give up after a bound instead of hanging."""
+    """The socket as umqtt.simple sees it: a "blocking" read or write gives up after a bound instead of hanging.
+
+    The socket itself stays non-blocking and waits are poll()s with a deadline, since a TLS socket on
+    MicroPython has no settimeout().
+    """
 
     def __init__(self, sock, session):
         self.sock = sock
         self.session = session
-        self.blocking_s = session.response_ms / 1000
-        sock.settimeout(self.blocking_s)
+        self.blocking = True
+        sock.setblocking(False)
+        self._readable = select.poll()
+        self._readable.register(sock, select.POLLIN)
+        self._writable = select.poll()
+        self._writable.register(sock, select.POLLOUT)
 
     def setblocking(self, flag):
-        # umqtt.simple asks for a fully blocking socket after each first byte; a frozen link must not hang it.
-        self.sock.settimeout(self.blocking_s if flag else 0)
+        self.blocking = flag
+
+    def _wait(self, poller, deadline):
+        left = time.ticks_diff(deadline, time.ticks_ms())
+        # Try the socket first and poll only after it had nothing: a TLS socket can hold decrypted bytes
+        # that poll() on its file descriptor cannot see.
+        if left <= 0 or not poller.poll(left):
+            raise LinkDown("nothing from the broker within %d ms" % self.session.response_ms)
 
     def read(self, n):
-        data = self.sock.read(n)
-        if data is None:
-            return None
-        if len(data) < n and n > 1:
-            raise LinkDown("connection closed in the middle of a packet")
-        if data:
-            self.session.received()
-        return data
+        if not self.blocking:
+            data = self.sock.read(n)
+            if data:
+                self.session.received()
+            return data
+        buf = bytearray(n)
+        self.readinto(memoryview(buf))
+        return bytes(buf)
 
     def readinto(self, view):
-        """Fill view exactly (a blocking read, bounded like every other)."""
-        n = len(view)
+        """Fill view exactly, within the bound."""
+        deadline = time.ticks_add(time.ticks_ms(), self.session.response_ms)
         got = 0
+        n = len(view)
         while got < n:
             more = self.sock.readinto(view[got:])
-            if not more:
-                raise LinkDown("connection closed in the middle of a packet")
-            got += more
+            if more is None:
+                self._wait(self._readable, deadline)
+            elif more == 0:
+                raise LinkDown("connection closed by the broker")
+            else:
+                got += more
         self.session.received()
 
     def write(self, data, n=None):
-        length = len(data) if n is None else n
-        written = self.sock.write(data, length) if n is not None else self.sock.write(data)
-        if written is None or written < length:
-            raise LinkDown("write did not complete")
+        if isinstance(data, str):
+            data = data.encode()  # umqtt.simple writes topics as they were given
+        view = memoryview(data)[: len(data) if n is None else n]
+        deadline = time.ticks_add(time.ticks_ms(), self.session.response_ms)
+        sent = 0
+        while sent < len(view):
+            more = self.sock.write(view[sent:])
+            if more is None:
+                self._wait(self._writable, deadline)
+            elif more == 0:
+                raise LinkDown("connection closed by the broker")
+            else:
+                sent += more
         self.session.sent()
-        return written
+        return sent
 
     def close(self):
         self.sock.close()
