@@ -269,7 +269,7 @@ def test_offline_updates_queue_in_order_and_the_full_queue_is_refused(runtime, m
             proxy.reset()
             device.stdin.write("offline\n")
             device.stdin.flush()
-            lines = []
+            lines: list[str] = []
             while not lines or lines[-1] != "OFFLINE DONE":
                 lines.append(device.stdout.readline().strip())
             proxy.refuse(False)
