@@ -234,8 +234,6 @@ def make_pki(d: Path) -> None:
                 "-CAcreateserial", "-out", d / f"{name}.crt", "-days", "2", "-extfile", d / f"{name}.ext")
 
 
-@pytest.mark.xfail(reason="session.py's _Link calls settimeout(), which MicroPython's SSLSocket lacks (found here; "
-                   "firmware/lib is another engineer's)", raises=AssertionError, strict=False)
 def test_the_deployed_board_connects_with_mutual_tls_from_pem_files(tmp_path: Path) -> None:
     pki = tmp_path / "pki"
     pki.mkdir()
