@@ -234,18 +234,23 @@ def make_pki(d: Path) -> None:
                 "-CAcreateserial", "-out", d / f"{name}.crt", "-days", "2", "-extfile", d / f"{name}.ext")
 
 
-def test_the_deployed_board_connects_with_mutual_tls_from_pem_files(tmp_path: Path) -> None:
+def test_the_deployed_board_runs_a_job_over_mutual_tls_from_pem_files(tmp_path: Path) -> None:
     pki = tmp_path / "pki"
     pki.mkdir()
     make_pki(pki)
     tls = {"cafile": pki / "ca.crt", "certfile": pki / "server.crt", "keyfile": pki / "server.key",
            "require_certificate": True}
-    # Mbed TLS allocates its handshake from the MicroPython heap: more room than the plain board needs.
-    with Mosquitto(tls=tls) as broker, VirtualBoard(tmp_path / "board", heapsize="256k") as board:
-        config = write_config(tmp_path, endpoint="localhost", port=broker.port, thing="my-thing", max_jobs=0,
-                              cert="device.crt", key="device.key", ca="ca.crt")
-        done = run_deploy("--board", "unix", "--port", board.path, "--config", str(config), "--certs", str(pki))
-        assert done.returncode == 0, done.stdout + done.stderr
-        ran = mpremote(board, "exec", "import main")
-    assert "board: connected to localhost:%d as my-thing" % broker.port in ran.stdout, ran.stdout + ran.stderr
-    assert "board: done: 0 job(s)" in ran.stdout
+    # The board speaks TLS; the local Jobs service uses the plain listener beside it.
+    with Mosquitto(tls=tls, plain_port=0) as broker, VirtualBoard(tmp_path / "board", heapsize="160k") as board:
+        assert broker.plain_port is not None
+        with JobsService(broker.host, broker.plain_port) as service:
+            config = write_config(tmp_path, endpoint="localhost", port=broker.port, thing="my-thing", max_jobs=1,
+                                  cert="device.crt", key="device.key", ca="ca.crt")
+            done = run_deploy("--board", "unix", "--port", board.path, "--config", str(config), "--certs", str(pki))
+            assert done.returncode == 0, done.stdout + done.stderr
+            service.create_thing("my-thing")
+            service.create_job("greet-tls", ["my-thing"], {"operation": "greet", "message": "over TLS"})
+            ran = mpremote(board, "exec", "import main")
+            assert "board: connected to localhost:%d as my-thing" % broker.port in ran.stdout, ran.stdout + ran.stderr
+            assert "board: done: 1 job(s)" in ran.stdout
+            assert service.status("my-thing", "greet-tls") == "SUCCEEDED"
