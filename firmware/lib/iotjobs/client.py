@@ -152,6 +152,12 @@ class JobsClient:
         self._handle_inbox()
         self._send_due()
 
+    def wait(self, timeout_ms):
+        """Like poll(), but first wait up to timeout_ms for something to arrive; True if anything did."""
+        arrived = self.session.wait(timeout_ms)
+        self.poll()
+        return arrived
+
     @property
     def outbox(self):
         """How many updates are waiting to be sent or answered."""

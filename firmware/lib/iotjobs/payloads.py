@@ -18,7 +18,8 @@ DETAILS_VALUE_MAX = const(1024)
 STEP_TIMEOUT_MAX_MIN = const(10080)
 
 
-def _is_control(c):
+def is_control(c):
+    """Whether the service refuses character c in a statusDetails value."""
     # The service's pattern is [^\p{C}]*: no control, format, private-use or unassigned characters.
     # MicroPython has no unicodedata, so this covers the control and format ranges devices can produce.
     o = ord(c)
@@ -63,7 +64,7 @@ def check_status_details(details):
         if not isinstance(value, str) or not 0 < len(value) <= DETAILS_VALUE_MAX:
             raise ValueError("statusDetails[%r] must be a str of 1-1024 characters" % (key,))
         for c in value:
-            if _is_control(c):
+            if is_control(c):
                 raise ValueError("statusDetails[%r] has control character %r" % (key, c))
     return details
 

@@ -42,7 +42,7 @@ def _clean(text, limit):
     for c in text:
         if kept >= limit:
             break
-        if payloads._is_control(c):
+        if payloads.is_control(c):
             pieces.append(text[start:i])
             start = i + 1
         else:
@@ -180,8 +180,8 @@ class Runner:
             if self.step():
                 done += 1
             else:
-                # JobsClient has no blocking wait in its public API: a short sleep keeps this loop off the CPU.
-                time.sleep_ms(self.idle_ms)
+                # Idle: sleep in the client, which wakes for the next message (a notify-next, say).
+                self.jc.wait(self.idle_ms)
         return done
 
     def step(self):
