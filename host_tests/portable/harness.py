@@ -1,5 +1,6 @@
-"""A minimal test harness that runs on MicroPython and CPython alike: one line per case."""
+"""A minimal test harness that runs on MicroPython and CPython alike: one line per case or result."""
 
+import json
 import sys
 
 
@@ -30,3 +31,36 @@ def raises(exc_type, fn, *args, **kwargs):
 
 def main(namespace):
     run_cases(namespace, sys.argv[1:])
+
+
+def emit(key, value):
+    """One result for the pytest side: `RESULT <key> <json>`."""
+    print("RESULT", key, json.dumps(value))
+
+
+def run_scenario(namespace, link=None):
+    """argv: NAME HOST PORT THING [key=value ...] [ARG ...]: run scenario_NAME(jc, args) on a connected JobsClient.
+
+    key=value pairs (timeout_ms, and the session's options) override link; any exception ends the run
+    with `ERROR <type> <message>` and exit status 1.
+    """
+    from umqtt.simple import MQTTClient
+
+    from iotjobs import JobsClient
+
+    name, host, port, thing = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    args = sys.argv[5:]
+    options = dict(link or {})
+    while args and "=" in args[0]:
+        key, _, value = args.pop(0).partition("=")
+        options[key] = int(value)
+    timeout_ms = options.pop("timeout_ms", 5000)
+    jc = JobsClient(MQTTClient(thing + "-device", host, port, keepalive=60), thing, timeout_ms=timeout_ms, **options)
+    jc.connect()
+    try:
+        namespace["scenario_" + name](jc, args)
+    except Exception as e:
+        print("ERROR", type(e).__name__, e)
+        sys.exit(1)
+    finally:
+        jc.disconnect()

@@ -3,17 +3,11 @@
 Usage: link_scenarios.py NAME HOST PORT THING [ARG ...]; prints `RESULT <key> <json>` lines.
 """
 
-import json
 import sys
 import time
 
-from umqtt.simple import MQTTClient
-
-from iotjobs import JobsClient, JobsError, RequestTimeout
-
-
-def emit(key, value):
-    print("RESULT", key, json.dumps(value))
+from harness import emit, run_scenario
+from iotjobs import JobsError, RequestTimeout
 
 
 def scenario_oversized(jc, args):
@@ -71,23 +65,4 @@ def scenario_outbox(jc, args):
     emit("outbox_left", jc.outbox)
 
 
-def main():
-    name, host, port, thing = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    args = sys.argv[5:]
-    link = {"response_ms": 500, "ping_ms": 1000, "backoff_floor_ms": 100, "backoff_ceiling_ms": 400}
-    while args and "=" in args[0]:
-        key, _, value = args.pop(0).partition("=")
-        link[key] = int(value)
-    timeout_ms = link.pop("timeout_ms", 5000)
-    jc = JobsClient(MQTTClient(thing + "-device", host, port, keepalive=60), thing, timeout_ms=timeout_ms, **link)
-    jc.connect()
-    try:
-        globals()["scenario_" + name](jc, args)
-    except Exception as e:
-        print("ERROR", type(e).__name__, e)
-        sys.exit(1)
-    finally:
-        jc.disconnect()
-
-
-main()
+run_scenario(globals(), {"response_ms": 500, "ping_ms": 1000, "backoff_floor_ms": 100, "backoff_ceiling_ms": 400})

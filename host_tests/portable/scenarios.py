@@ -4,17 +4,10 @@ Usage: scenarios.py NAME HOST PORT THING [ARG ...]. Each scenario prints `RESULT
 the pytest side parses; an exception ends the run with `ERROR <type> <message>` and exit status 1.
 """
 
-import json
-import sys
 import time
 
-from umqtt.simple import MQTTClient
-
+from harness import emit, run_scenario
 from iotjobs import JobsClient, JobsError, RequestTimeout
-
-
-def emit(key, value):
-    print("RESULT", key, json.dumps(value))
 
 
 def error_fields(e):
@@ -206,22 +199,4 @@ def scenario_large_document(jc, args):
     emit("done", True)
 
 
-def main():
-    name, host, port, thing = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    args = sys.argv[5:]
-    timeout_ms = 5000
-    if args and args[0].startswith("timeout_ms="):
-        timeout_ms = int(args.pop(0)[len("timeout_ms="):])
-    mqtt = MQTTClient(thing + "-device", host, port, keepalive=60)
-    jc = JobsClient(mqtt, thing, timeout_ms=timeout_ms)
-    jc.connect()
-    try:
-        globals()["scenario_" + name](jc, args)
-    except Exception as e:
-        print("ERROR", type(e).__name__, e)
-        sys.exit(1)
-    finally:
-        jc.disconnect()
-
-
-main()
+run_scenario(globals())
