@@ -212,7 +212,7 @@ def test_wifi_drop_waits_for_the_link_then_carries_on(runtime, mosquitto, jobs_s
             link.write_text("down")
             if runtime == "micropython":
                 proxy.reset()
-            device.wait_line("ERROR connect failed WiFi did not come up")
+            device.wait_line("ERROR connect failed WiFi did not come up")  # the radio was asked, and waited for
             accepted_while_down = proxy.accepted
             link.write_text("up")
             stats = device.finish()

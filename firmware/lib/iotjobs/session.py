@@ -218,19 +218,22 @@ class Session:
     def connect(self, topics):
         """Connect and subscribe to topics now; raise OSError if that fails (later losses are handled here)."""
         self.topics = list(topics)
-        if not self._connect_once():
+        if not self._connect_once(self.wlan_ms):
             raise self.last_error or OSError("connect failed")
 
-    def _wlan_up(self):
+    def _wlan_up(self, budget_ms):
+        """Bring WiFi back first: ask the radio to reconnect, then wait for it up to wlan_ms (or the budget)."""
         wlan = self.wlan
         if wlan is None or wlan.isconnected():
             return True
         try:
-            wlan.active(True)
-            wlan.connect()
+            # Asking again while the radio is still on its way makes an ESP32 start over.
+            if getattr(wlan, "status", None) is None or wlan.status() != getattr(wlan, "STAT_CONNECTING", 1001):
+                wlan.active(True)
+                wlan.connect()
         except OSError:
             pass
-        deadline = time.ticks_add(time.ticks_ms(), self.wlan_ms)
+        deadline = time.ticks_add(time.ticks_ms(), min(self.wlan_ms, budget_ms))
         while not wlan.isconnected():
             if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
                 self.wifi_waits += 1
@@ -251,11 +254,11 @@ class Session:
         finally:
             umqtt_simple.socket = real  # type: ignore[attr-defined]
 
-    def _connect_once(self):
+    def _connect_once(self, budget_ms):
         self._close_socket()
         try:
-            if not self._wlan_up():
-                raise OSError("WiFi did not come up within %d ms" % self.wlan_ms)
+            if not self._wlan_up(budget_ms):
+                raise OSError("WiFi did not come up: waited up to %d ms" % min(self.wlan_ms, budget_ms))
             self._open()
             self._raw = self.mqtt.sock
             self.mqtt.sock = _Link(self._raw, self)
@@ -347,7 +350,8 @@ class Session:
             time.sleep_ms(min(due, timeout_ms))
             if due > timeout_ms:
                 return False
-        return self._connect_once()
+        # A call waiting on the link does not wait for WiFi beyond its own time.
+        return self._connect_once(max(0, timeout_ms - max(due, 0)))
 
     def _until_timer(self):
         now = time.ticks_ms()
