@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv/bin
 
-.PHONY: setup demo test lint typecheck clean
+.PHONY: setup demo test lint typecheck clean bench
 
 setup:
 	@bash tools/setup.sh 2> >(grep -v "^WARNING: Location" >&2)
@@ -19,6 +19,10 @@ typecheck: setup
 
 test: lint typecheck
 	$(VENV)/pytest
+
+# Figures against the naive client and the SDKs, side by side (BENCHMARKS.md); ARGS=--quick for a short run.
+bench: setup
+	$(VENV)/python -m bench $(ARGS)
 
 clean:
 	rm -rf build .venv .pytest_cache .mypy_cache .ruff_cache

@@ -1,8 +1,10 @@
-"""A loopback TCP relay that ACKs at once, so that no client's Nagle waits on a 40 ms delayed ACK."""
+"""Loopback relays for fair measurements: one that ACKs at once (no 40 ms delayed ACKs), one that adds TLS."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -73,15 +75,16 @@ class QuickAckRelay:
 class RelayProcess:
     """The relay in a process of its own, so that its threads never hold the GIL of a client measured here."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, tls: bool = False) -> None:
         self.target = "%s:%d" % (host, port)
+        self.tls = tls
         self.process: subprocess.Popen[str] | None = None
         self.host = "127.0.0.1"
         self.port = 0
 
     def __enter__(self) -> RelayProcess:
-        self.process = subprocess.Popen([sys.executable, "-m", "bench.relay", self.target], stdout=subprocess.PIPE,
-                                        text=True)
+        command = [sys.executable, "-m", "bench.relay", self.target] + (["tls"] if self.tls else [])
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         assert self.process.stdout is not None
         self.port = int(self.process.stdout.readline().split()[-1])
         return self
@@ -92,8 +95,41 @@ class RelayProcess:
             self.process.wait()
 
 
+async def tls_relay(host: str, port: int) -> None:
+    """Plain TCP in, TLS (server not verified) out: devices reach a TLS-only broker over the same plain-TCP path."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+
+    async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        writer.close()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(host, port, ssl=context)
+        except OSError:
+            writer.close()
+            return
+        for w in (writer, up_writer):
+            w.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, backlog=4096)
+    print("relay listening on", server.sockets[0].getsockname()[1], flush=True)
+    await server.serve_forever()
+
+
 def main() -> None:
     host, _, port = sys.argv[1].rpartition(":")
+    if sys.argv[2:] == ["tls"]:
+        asyncio.run(tls_relay(host, int(port)))
+        return
     with QuickAckRelay(host, int(port)) as relay:
         print("relay listening on", relay.port, flush=True)
         threading.Event().wait()

@@ -1,0 +1,46 @@
+"""A short smoke of the benchmarks: each part runs end to end on tiny inputs and its figures are plausible."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench import heap, latency, size
+from bench.common import table
+from localjobs.broker import Mosquitto
+from localjobs.service import JobsService
+
+
+def test_bisection_finds_the_threshold() -> None:
+    assert heap.smallest(lambda k: k >= 37, 16, 512) == 37
+
+
+def test_size_covers_every_module() -> None:
+    figures = size.measure()
+    assert "client.py" in figures["modules"] and figures["optimize"] == "-O1"
+    assert figures["total_mpy"] == sum(m["mpy"] for m in figures["modules"].values()) > 0
+
+
+def test_a_32k_cycle_passes_with_room_and_fails_without() -> None:
+    with Mosquitto() as broker, JobsService(broker.host, broker.port) as service:
+        assert heap.cycle_passes(service, broker, "ours", 400)
+        assert not heap.cycle_passes(service, broker, "ours", 24)
+        assert heap.cycle_passes(service, broker, "naive", 400)
+
+
+def test_per_call_allocation_is_counted() -> None:
+    with Mosquitto() as broker, JobsService(broker.host, broker.port) as service:
+        calls: dict[str, Any] = heap.per_call(service, broker, 2)
+    assert set(calls) == {"get_pending", "start_next", "describe", "update"}
+    assert all(c["steady_alloc"] > 0 for c in calls.values())
+
+
+def test_latency_ratios_are_against_the_fastest_sdk() -> None:
+    rounds = {"get": [1.0, 1.0], "start_next": [1.0, 1.0], "describe": [1.0, 1.0], "update": [1.0, 1.0]}
+    result = latency.summary({"iotjobs/unix port": {k: [v / 2 for v in ms] for k, ms in rounds.items()},
+                              "SDK v1": rounds, "SDK v2": {k: [v * 3 for v in ms] for k, ms in rounds.items()}})
+    assert latency.overall_ratio(result, "iotjobs/unix port") == 0.5
+    assert result["SDK v2"]["update"]["ratio_to_fastest_peer"] == 3.0
+
+
+def test_table_lines_up() -> None:
+    assert table(["a", "bb"], [["x", 1]]).splitlines() == ["a  bb", "-  --", "x   1"]
