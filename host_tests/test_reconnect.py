@@ -288,3 +288,17 @@ def test_offline_updates_queue_in_order_and_the_full_queue_is_refused(runtime, m
     # Sent in order: job-c's REJECTED first; its SUCCEEDED then comes back InvalidStateTransition (reported).
     assert [h["status"] for h in jobs_service.history(thing_name, "job-c")] == ["QUEUED", "REJECTED"]
     assert "queued update rejected" in out
+
+
+def test_terminal_update_applied_before_the_link_died_succeeds_once(runtime, mosquitto, jobs_service, thing_name):
+    jobs_service.create_job("job-t", [thing_name], {"operation": "x"})
+    with FaultProxy(mosquitto.host, mosquitto.port) as proxy:
+        # The update reaches the service and is applied; the link dies with its answer on the way back.
+        proxy.on_pattern(b"/update/accepted", "down", "reset", before=True)
+        done = run(runtime, LINK_SCENARIOS, "terminal_once", proxy.host, str(proxy.port), thing_name,
+                   "timeout_ms=5000", "response_ms=300", "ping_ms=300")
+    assert done.returncode == 0, done.stdout + done.stderr
+    # Sent again after the reconnect, answered InvalidStateTransition with the state asked for: a success.
+    assert done["done"]["state"]["status"] == "SUCCEEDED"
+    assert done["done"]["resent"] >= 1 and done["done"]["link_losses"] >= 1
+    assert [h["status"] for h in jobs_service.history(thing_name, "job-t")] == ["QUEUED", "IN_PROGRESS", "SUCCEEDED"]

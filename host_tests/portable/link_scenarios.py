@@ -33,10 +33,20 @@ def scenario_call_while_unreachable(jc, args):
     emit("elapsed_ms", time.ticks_diff(time.ticks_ms(), started))
 
 
+def scenario_terminal_once(jc, args):
+    execution = jc.start_next()
+    done = jc.update(execution["jobId"], "SUCCEEDED", {"result": "ok"})
+    emit("done", {"state": done["executionState"], "resent": jc.resent, "link_losses": jc.session.link_losses})
+
+
 def scenario_outbox(jc, args):
     # Offline updates: queued in order, unsent progress replaced by a newer update, a full queue refused.
     print("READY")
     sys.stdin.readline()  # the broker is now unreachable
+    # Let the session notice first: an update whose publish failed half way is kept as maybe-sent instead.
+    deadline = time.ticks_add(time.ticks_ms(), 5000)
+    while jc.connected and time.ticks_diff(deadline, time.ticks_ms()) > 0:
+        jc.wait(50)
     outcomes = []
     calls = (
         (args[0], "IN_PROGRESS", {"p": "1"}),

@@ -220,9 +220,10 @@ class JobsClient:
                 request[_PAYLOAD] = self._update_payload(
                     request[_TOKEN], request[_STATUS], request[_ARGS], self._version(request[_JOB])
                 )
+            # Marked before: a publish that fails half way may still have reached the service.
+            request[_SENT_AT] = now
             if not self.session.publish(request[_TOPIC], request[_PAYLOAD]):
                 return
-            request[_SENT_AT] = now
 
     def _resume(self):
         """After a (re)connect: everything unanswered goes again, then ask what is next, as notifications were lost."""
@@ -250,7 +251,9 @@ class JobsClient:
         elif isinstance(state, dict) and kind == topics.UPDATE:
             self._track(request[_JOB], state.get("versionNumber"))
         if outcome == topics.REJECTED and kind == topics.UPDATE and self._already_applied(request, body):
+            # What the accepted answer to the earlier attempt would have said.
             outcome = topics.ACCEPTED
+            body = {"executionState": state, "timestamp": body.get("timestamp"), "clientToken": body.get("clientToken")}
         if kind == _RESYNC:
             if outcome == topics.ACCEPTED:
                 self._dispatch(self._on_notify_next, body)
