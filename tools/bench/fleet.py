@@ -203,7 +203,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if not args.no_ministack:
             figures["ministack"].append(ministack(n))
         write_json("fleet", figures)
-    plot(figures)
+    if len(sizes) > 1:  # one fleet size is a point, not a curve
+        plot(figures)
     print(report(figures))
     return figures
 
