@@ -24,6 +24,15 @@ def backoff_ms(attempt, floor_ms, ceiling_ms, factor, rand=None):
     return (rand or random.randrange)(cap + 1) if cap > 0 else 0
 
 
+def _put_length(packet, size):
+    """Append MQTT's variable-length encoding of size."""
+    while True:
+        packet.append((size & 0x7F) | (0x80 if size > 0x7F else 0))
+        size >>= 7
+        if not size:
+            return
+
+
 class LinkDown(OSError):
     """The link to the broker failed; the session reconnects by itself."""
 
@@ -315,15 +324,40 @@ class Session:
         """Publish now; False if the link is down or failed while publishing."""
         if not self.connected:
             return False
-        # umqtt counts len(payload), which for a str with non-ASCII text is not its size on the wire.
-        if isinstance(payload, str):
-            payload = payload.encode()
         try:
-            self.mqtt.publish(topic, payload, False, self.qos)
+            self._publish(topic, payload)
             return True
-        except Exception as e:  # a broken link shows up as OSError, IndexError or AssertionError in umqtt
+        except Exception as e:  # a broken link shows up as OSError, IndexError or AssertionError
             self._failed(e)
             return False
+
+    def _publish(self, topic, payload):
+        # Ours, not umqtt.simple's: one write per packet. umqtt writes a PUBLISH in four pieces, and with
+        # Nagle on (it is, on a board) each piece after the first waits for the broker's delayed ACK, ~40 ms;
+        # over TLS each piece is also a record of its own.
+        if isinstance(payload, str):
+            payload = payload.encode()
+        name = topic.encode() if isinstance(topic, str) else topic
+        qos = self.qos
+        size = 2 + len(name) + len(payload) + (2 if qos else 0)
+        packet = bytearray(b"\x30" if not qos else b"\x32")
+        _put_length(packet, size)
+        packet += bytes((len(name) >> 8, len(name) & 0xFF))
+        packet += name
+        pid = 0
+        if qos:
+            mqtt = self.mqtt
+            mqtt.pid = pid = mqtt.pid % 0xFFFF + 1
+            packet += bytes((pid >> 8, pid & 0xFF))
+        packet += payload
+        sock = self.mqtt.sock
+        sock.write(packet)
+        del packet
+        while qos:
+            if self._wait_msg() == 0x40:
+                ack = sock.read(3)
+                if ack[1] == pid >> 8 and ack[2] == pid & 0xFF:
+                    return
 
     def wait(self, timeout_ms):
         """Wait up to timeout_ms for a packet and take it in; reconnects and pings as due. True if anything came."""
@@ -437,11 +471,7 @@ class Session:
         name = topic.encode()
         size = 2 + 2 + len(name) + 1
         packet = bytearray(b"\x82")
-        while True:
-            packet.append((size & 0x7F) | (0x80 if size > 0x7F else 0))
-            size >>= 7
-            if not size:
-                break
+        _put_length(packet, size)
         packet += bytes((pid >> 8, pid & 0xFF, len(name) >> 8, len(name) & 0xFF))
         packet += name
         packet.append(self.qos)
