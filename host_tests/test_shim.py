@@ -652,8 +652,7 @@ def openssl(*args: str, cwd: Path) -> None:
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CA, a server certificate for localhost (EC key) and a device certificate (RSA key), DER and PEM."""
-    if shutil.which("openssl") is None:
-        pytest.skip("no openssl CLI")
+    assert shutil.which("openssl"), "the openssl CLI is missing: tools/setup.sh installs it"
     d = tmp_path_factory.mktemp("pki")
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
     openssl(
@@ -995,8 +994,7 @@ except TypeError:
 
 
 def test_same_script_same_output_on_the_unix_port(tmp_path: Path, pki: Path, tls_echo: Server) -> None:
-    if not MICROPYTHON.exists():
-        pytest.skip("no MicroPython unix port in .venv")
+    assert MICROPYTHON.exists(), "no MicroPython unix port in .venv: tools/setup.sh installs it"
     received: list[bytes] = []
 
     def plain(conn: socket.socket) -> None:

@@ -14,12 +14,17 @@ if [ ! -f "$stamp" ]; then
     touch "$stamp"
 fi
 
-if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+# mosquitto is the broker of every test and of the demo; openssl makes the tests' certificates and the
+# deploy's DER files.
+missing=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     else
-        echo "setup: mosquitto is missing; install it with: sudo apt-get install -y mosquitto" >&2
+        echo "setup: missing ${missing[*]}; install with: sudo apt-get install -y ${missing[*]}" >&2
         exit 1
     fi
 fi
