@@ -173,6 +173,7 @@ class Session:
         # One receive buffer for the whole life of the session: small messages allocate nothing.
         self._rx = bytearray(rx_buffer)
         self._rx_busy = False
+        self._rx_lent = False
         # Bigger messages go to a file (two, used in turn) instead of the heap; None keeps them in RAM.
         self.spill = spill
         self._spill_turn = 0
@@ -206,7 +207,8 @@ class Session:
     def _arrived(self, topic, msg):
         # Called from inside wait_msg(): only enqueue, since publishing here would re-enter umqtt.
         if len(self.inbox) >= self.inbox_max:
-            self.inbox.pop(0)
+            if isinstance(self.inbox.pop(0)[1], memoryview):
+                self._rx_busy = False
             self.overflowed += 1
             self._report("inbox full", "oldest message dropped")
         self.inbox.append((topic, msg))
@@ -416,11 +418,18 @@ class Session:
 
         The message is bytes, a memoryview of the receive buffer (valid until release()), or a Stored file.
         """
-        return self.inbox.pop(0) if self.inbox else None
+        if not self.inbox:
+            return None
+        message = self.inbox.pop(0)
+        # Only the receive buffer's own message frees it: one that came while it was busy is plain bytes.
+        self._rx_lent = isinstance(message[1], memoryview)
+        return message
 
     def release(self):
-        """The message taken last is parsed: its receive buffer may be reused."""
-        self._rx_busy = False
+        """The message taken last is parsed: if it was in the receive buffer, the buffer may be reused."""
+        if self._rx_lent:
+            self._rx_lent = False
+            self._rx_busy = False
 
     # ---- receiving ---------------------------------------------------------------------------------
 
