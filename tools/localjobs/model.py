@@ -210,6 +210,12 @@ class JobExecution:
 
 
 Snapshot = tuple[frozenset[tuple[str, int]], tuple[str, int] | None]
+META = ("meta", "model")
+
+
+def execution_key(run: JobExecution) -> tuple[str, str]:
+    """The execution's record key in `to_records`."""
+    return ("execution", json.dumps([run.job_id, run.thing_name, run.execution_number]))
 
 
 class JobsModel:
@@ -230,6 +236,15 @@ class JobsModel:
         self.outbox: list[Notification] = []
         self._by_thing: dict[str, list[JobExecution]] = {}
         self._seq = 0
+        # Indexes kept as executions change, so a request costs the same however many the model holds:
+        # each thing's pending executions by seq (same key order as _by_thing, which tick() relies on), how
+        # many things' latest execution of a job is in each status, and each job's pending executions.
+        self._pending: dict[str, list[JobExecution]] = {}
+        self._counts: dict[str, dict[str, int]] = {}
+        self._open: dict[str, int] = {}
+        # Records changed since take_changes(): (kind, key) -> the object whose record to write, None when it
+        # is gone. Marking an object once per call is enough: its record is made when the changes are taken.
+        self.changed: dict[tuple[str, str], object | None] = {META: self}
 
     # ---- device API -------------------------------------------------------------------------
 
@@ -342,6 +357,7 @@ class JobsModel:
         if thing is None:
             thing = Thing(name, str(uuid.uuid4()), self.clock.now(), dict(attributes or {}))
             self.things[name] = thing
+            self.changed[("thing", name)] = thing
         elif attributes is not None and dict(attributes) != thing.attributes:
             raise ApiError(RESOURCE_ALREADY_EXISTS, f"thing {name} exists with other attributes")
         return {"thingName": thing.name, "thingArn": thing.arn, "thingId": thing.thing_id}
@@ -401,6 +417,9 @@ class JobsModel:
         )
         self.jobs[job_id] = job
         self.executions[job_id] = {}
+        self._counts[job_id] = dict.fromkeys(EXECUTION_STATUSES, 0)
+        self._open[job_id] = 0
+        self.changed[("job", job_id)] = job
         before = self._watch(names)
         self._queue(job, names)
         self._settle_job(job)
@@ -504,6 +523,7 @@ class JobsModel:
         return [r for r in self._job_runs(job.job_id) if r.status == QUEUED or (force and r.status == IN_PROGRESS)]
 
     def _cancel(self, job: Job, force: bool, comment: str | None, reason_code: str | None) -> None:
+        self.changed[("job", job.job_id)] = job
         job.status = JOB_CANCELED
         job.force_canceled = job.force_canceled or force
         job.comment = comment if comment is not None else job.comment
@@ -558,8 +578,14 @@ class JobsModel:
         before = self._watch(dict.fromkeys(r.thing_name for r in runs))
         for run in runs:
             self._by_thing[run.thing_name].remove(run)
+            if run in self._pending[run.thing_name]:
+                self._pending[run.thing_name].remove(run)
+            self.changed[execution_key(run)] = None
         del self.executions[job_id]
         del self.jobs[job_id]
+        del self._counts[job_id]
+        del self._open[job_id]
+        self.changed[("job", job_id)] = None
         self._announce(before)
 
     def delete_job_execution(
@@ -575,10 +601,19 @@ class JobsModel:
                 execution_state(run),
             )
         before = self._watch([thing])
-        self.executions[job_id][thing].remove(run)
-        if not self.executions[job_id][thing]:
+        runs = self.executions[job_id][thing]
+        if runs[-1] is run:
+            self._counts[job_id][run.status] -= 1
+            if len(runs) > 1:
+                self._counts[job_id][runs[-2].status] += 1
+        runs.remove(run)
+        if not runs:
             del self.executions[job_id][thing]
         self._by_thing[thing].remove(run)
+        if run in self._pending[thing]:
+            self._pending[thing].remove(run)
+            self._open[job_id] -= 1
+        self.changed[execution_key(run)] = None
         self._settle_job(self.jobs[job_id])
         self._announce(before)
 
@@ -610,6 +645,7 @@ class JobsModel:
         if timeouts is not None:
             job.timeout_config = timeouts
         job.last_updated_at = self.clock.now()
+        self.changed[("job", job_id)] = job
         before = self._watch(dict.fromkeys(job.backlog))
         self._settle_job(job)
         self._announce(before)
@@ -628,6 +664,7 @@ class JobsModel:
         if len(job.targets) + len(new_arns) > MAX_TARGETS:
             raise ApiError("LimitExceeded", f"a job has at most {MAX_TARGETS} targets")
         job.targets.extend(new_arns)
+        self.changed[("job", job_id)] = job
         if comment is not None:
             job.comment = comment
         job.last_updated_at = self.clock.now()
@@ -669,11 +706,14 @@ class JobsModel:
         for job in self.jobs.values():
             if name in job.backlog:
                 job.backlog.remove(name)
+                self.changed[("job", job.job_id)] = job
                 self._settle_job(job)
         for group in self.groups.values():
             if name in group.members:
                 group.members.remove(name)
+                self.changed[("group", group.name)] = group
         del self.things[name]
+        self.changed[("thing", name)] = None
         self._announce(before)
 
     def create_thing_group(self, name: str, description: str | None = None) -> dict[str, Any]:
@@ -684,6 +724,7 @@ class JobsModel:
         if group is None:
             group = ThingGroup(name, str(uuid.uuid4()), self.clock.now(), description)
             self.groups[name] = group
+            self.changed[("group", name)] = group
         elif group.description != description:
             raise ApiError(RESOURCE_ALREADY_EXISTS, f"thing group {name} exists with other properties")
         return {"thingGroupName": group.name, "thingGroupArn": group.arn, "thingGroupId": group.group_id}
@@ -707,7 +748,8 @@ class JobsModel:
 
     def delete_thing_group(self, name: str) -> None:
         # AWS answers success for a group that does not exist; executions it caused are left alone.
-        self.groups.pop(name, None)
+        if self.groups.pop(name, None) is not None:
+            self.changed[("group", name)] = None
 
     def add_thing_to_thing_group(self, group_name: str, thing: str) -> None:
         """A CONTINUOUS job that targets the group queues an execution for the thing (if none is pending)."""
@@ -717,6 +759,7 @@ class JobsModel:
             return
         group.members.append(thing)
         group.version += 1
+        self.changed[("group", group_name)] = group
         jobs = [
             j
             for j in self.jobs.values()
@@ -736,6 +779,7 @@ class JobsModel:
             return
         group.members.remove(thing)
         group.version += 1
+        self.changed[("group", group_name)] = group
         before = self._watch([thing])
         for job in list(self.jobs.values()):
             if job.target_selection != "CONTINUOUS" or group.arn not in job.targets:
@@ -744,6 +788,7 @@ class JobsModel:
                 continue
             if thing in job.backlog:
                 job.backlog.remove(thing)
+                self.changed[("job", job.job_id)] = job
             run = self.execution(thing, job.job_id)
             if run is not None and run.status in PENDING:
                 self._apply(run, REMOVED, None, "removed")
@@ -753,7 +798,7 @@ class JobsModel:
 
     def to_records(self) -> dict[tuple[str, str], dict[str, Any]]:
         """The whole state as (kind, key) -> JSON-able record: what a store writes and `load_records` reads."""
-        records: dict[tuple[str, str], dict[str, Any]] = {("meta", "model"): {"seq": self._seq}}
+        records: dict[tuple[str, str], dict[str, Any]] = {META: {"seq": self._seq}}
         for thing in self.things.values():
             records[("thing", thing.name)] = asdict(thing)
         for group in self.groups.values():
@@ -762,13 +807,21 @@ class JobsModel:
             records[("job", job.job_id)] = asdict(job)
         for runs in self._by_thing.values():
             for run in runs:
-                key = json.dumps([run.job_id, run.thing_name, run.execution_number])
-                records[("execution", key)] = asdict(run)
+                records[execution_key(run)] = asdict(run)
         return records
+
+    def take_changes(self) -> dict[tuple[str, str], dict[str, Any] | None]:
+        """The records changed since the last call, as `to_records` has them; None for one that is gone."""
+        changed, self.changed = self.changed, {}
+        return {
+            key: None if obj is None else {"seq": self._seq} if key == META else asdict(obj)  # type: ignore[call-overload]
+            for key, obj in changed.items()
+        }
 
     def load_records(self, records: Mapping[tuple[str, str], Mapping[str, Any]]) -> None:
         """Replace the state with what `to_records` produced (in any order)."""
         self.things, self.groups, self.jobs, self.executions, self._by_thing = {}, {}, {}, {}, {}
+        self._pending, self._counts, self._open, self.changed = {}, {}, {}, {}
         self._seq = 0
         runs: list[JobExecution] = []
         for (kind, _key), body in records.items():
@@ -788,16 +841,26 @@ class JobsModel:
         self.jobs = dict(sorted(self.jobs.items(), key=lambda kv: kv[1].created_at))
         for job_id in self.jobs:
             self.executions[job_id] = {}
+            self._counts[job_id] = dict.fromkeys(EXECUTION_STATUSES, 0)
+            self._open[job_id] = 0
         for run in sorted(runs, key=lambda r: (r.seq, r.execution_number)):
             self.executions.setdefault(run.job_id, {}).setdefault(run.thing_name, []).append(run)
             self._by_thing.setdefault(run.thing_name, []).append(run)
+            pending = self._pending.setdefault(run.thing_name, [])
+            if run.status in PENDING:
+                pending.append(run)
+                self._open[run.job_id] = self._open.get(run.job_id, 0) + 1
+        for job_id, per_thing in self.executions.items():
+            counts = self._counts.setdefault(job_id, dict.fromkeys(EXECUTION_STATUSES, 0))
+            for thing_runs in per_thing.values():
+                counts[thing_runs[-1].status] += 1
 
     def tick(self) -> list[tuple[str, str]]:
         """Time out every execution whose step or in-progress timer is due; returns (thing, jobId)s."""
         now = self.clock.now()
         due = [
             run
-            for runs in self._by_thing.values()
+            for runs in self._pending.values()
             for run in runs
             if run.status in PENDING and run.deadline is not None and run.deadline <= now
         ]
@@ -816,7 +879,7 @@ class JobsModel:
         """When the next timer falls due, so a driver knows how long it may wait."""
         deadlines = [
             r.deadline
-            for runs in self._by_thing.values()
+            for runs in self._pending.values()
             for r in runs
             if r.status in PENDING and r.deadline is not None
         ]
@@ -831,8 +894,7 @@ class JobsModel:
 
     def pending(self, thing: str) -> list[JobExecution]:
         """The thing's pending executions in `$next` order: IN_PROGRESS first, each by creation."""
-        runs = [r for r in self._by_thing.get(thing, []) if r.status in PENDING]
-        return sorted(runs, key=lambda r: (r.status != IN_PROGRESS, r.seq))
+        return sorted(self._pending.get(thing, []), key=lambda r: (r.status != IN_PROGRESS, r.seq))
 
     def execution(self, thing: str, job_id: str, execution_number: int | None = None) -> JobExecution | None:
         runs = self.executions.get(job_id, {}).get(thing, [])
@@ -851,6 +913,25 @@ class JobsModel:
         if run is None or run.status not in PENDING or run.deadline is None:
             return None
         return max(0, int(run.deadline - self.clock.now()))
+
+    def index_errors(self) -> list[str]:
+        """Where the kept indexes differ from a recount over every execution ([] when they agree)."""
+        errors = []
+        for thing, runs in self._by_thing.items():
+            pending = [r.key for r in runs if r.status in PENDING]
+            if [r.key for r in self._pending.get(thing, [])] != pending:
+                errors.append(f"pending executions of {thing}")
+        for job_id, per_thing in self.executions.items():
+            counts = dict.fromkeys(EXECUTION_STATUSES, 0)
+            for runs in per_thing.values():
+                counts[runs[-1].status] += 1
+            if self._counts.get(job_id) != counts:
+                errors.append(f"status counts of {job_id}")
+            if self._open.get(job_id) != sum(r.status in PENDING for runs in per_thing.values() for r in runs):
+                errors.append(f"pending count of {job_id}")
+        if list(self._pending) != list(self._by_thing):
+            errors.append("order of things")
+        return errors
 
     def take_notifications(self) -> list[Notification]:
         taken, self.outbox = self.outbox, []
@@ -946,6 +1027,7 @@ class JobsModel:
 
     def _release(self, job: Job) -> None:
         """Create the executions the rollout allows by now, minute window by minute window."""
+        self.changed[("job", job.job_id)] = job
         if job.status != JOB_IN_PROGRESS:
             job.backlog = []
             return
@@ -994,8 +1076,8 @@ class JobsModel:
             job.succeeded_at_increase = succeeded
 
     def _count(self, job: Job, statuses: Iterable[str]) -> int:
-        wanted = set(statuses)
-        return sum(1 for runs in self.executions.get(job.job_id, {}).values() if runs[-1].status in wanted)
+        counts = self._counts.get(job.job_id, {})
+        return sum(counts.get(status, 0) for status in set(statuses))
 
     def _check_abort(self, job: Job) -> None:
         if job.abort_config is None or job.job_id in self._aborts:
@@ -1007,6 +1089,7 @@ class JobsModel:
                 if failed * 100.0 / executed >= criterion["thresholdPercentage"]:
                     # Cancelled in _announce, so every thing's notifications come out once, in order.
                     self._aborts.append(job.job_id)
+                    self.changed[("job", job.job_id)] = job
                     job.comment = (
                         f"abort criterion met: {failed} of {executed} executed things "
                         f"{criterion['failureType']} (threshold {criterion['thresholdPercentage']}%)"
@@ -1042,8 +1125,16 @@ class JobsModel:
             last_updated_at=now,
         )
         run.history.append(change(run, "created"))
+        counts = self._counts[job.job_id]
+        if runs:
+            counts[runs[-1].status] -= 1
+        counts[QUEUED] += 1
         runs.append(run)
         self._by_thing.setdefault(thing, []).append(run)
+        self._pending.setdefault(thing, []).append(run)
+        self._open[job.job_id] += 1
+        self.changed[execution_key(run)] = run
+        self.changed[META] = self
         return run
 
     def _apply(self, run: JobExecution, status: str, details: dict[str, str] | None, cause: str) -> None:
@@ -1053,7 +1144,14 @@ class JobsModel:
             minutes = self.jobs[run.job_id].in_progress_timeout_min
             if minutes is not None:
                 run.in_progress_deadline = now + minutes * 60
-        run.status = status
+        old, run.status = run.status, status
+        if old != status:
+            if self.executions[run.job_id][run.thing_name][-1] is run:
+                self._counts[run.job_id][old] -= 1
+                self._counts[run.job_id][status] += 1
+            if old in PENDING and status not in PENDING:
+                self._pending[run.thing_name].remove(run)
+                self._open[run.job_id] -= 1
         if details is not None:
             run.status_details = dict(details)
         run.version_number += 1
@@ -1062,12 +1160,14 @@ class JobsModel:
             run.step_deadline = None
             run.in_progress_deadline = None
         run.history.append(change(run, cause))
+        self.changed[execution_key(run)] = run
         self._settle_job(self.jobs[run.job_id])
 
     def _set_step_timer(self, run: JobExecution, minutes: int | None) -> None:
         if minutes is None:
             return
         run.step_deadline = None if minutes == -1 else self.clock.now() + minutes * 60
+        self.changed[execution_key(run)] = run
 
     def _settle_job(self, job: Job) -> None:
         if job.status != JOB_IN_PROGRESS:
@@ -1076,8 +1176,9 @@ class JobsModel:
         # A SNAPSHOT job is done once every execution is; a CONTINUOUS one waits for new targets.
         if job.target_selection != "SNAPSHOT" or job.backlog or job.job_id in self._aborts:
             return
-        if all(r.status in TERMINAL for r in self._job_runs(job.job_id)):
+        if not self._open.get(job.job_id):
             now = self.clock.now()
+            self.changed[("job", job.job_id)] = job
             job.status = JOB_COMPLETED
             job.completed_at = now
             job.last_updated_at = now
@@ -1167,9 +1268,7 @@ class JobsModel:
         ):
             if value is not None:
                 view[key] = value
-        counts = dict.fromkeys(EXECUTION_STATUSES, 0)
-        for per_thing in self.executions.get(job.job_id, {}).values():
-            counts[per_thing[-1].status] += 1
+        counts = self._counts[job.job_id]
         view["jobProcessDetails"] = {
             "numberOfCanceledThings": counts[CANCELED],
             "numberOfSucceededThings": counts[SUCCEEDED],

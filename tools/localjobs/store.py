@@ -49,20 +49,45 @@ class Store:
     def save(self, records: Records) -> int:
         """Write what differs from the last save; returns the number of rows written or deleted."""
         current = {key: json.dumps(body, sort_keys=True) for key, body in records.items()}
-        changed = [(k[0], k[1], body) for k, body in current.items() if self._written.get(k) != body]
-        gone = [k for k in self._written if k not in current]
+        changed = [(key, body) for key, body in current.items() if self._written.get(key) != body]
+        gone = [key for key in self._written if key not in current]
+        return self._commit(changed, gone)
+
+    def write(self, changes: Mapping[tuple[str, str], Mapping[str, Any] | None]) -> int:
+        """Write only the records given (None deletes one), as `save` would for them; returns rows written or deleted.
+
+        For a caller that knows what changed: the cost follows the change, not the size of the whole state.
+        """
+        changed = []
+        gone = []
+        for key, body in changes.items():
+            if body is None:
+                if key in self._written:
+                    gone.append(key)
+                continue
+            text = json.dumps(body, sort_keys=True)
+            if self._written.get(key) != text:
+                changed.append((key, text))
+        return self._commit(changed, gone)
+
+    def _commit(self, changed: list[tuple[tuple[str, str], str]], gone: list[tuple[str, str]]) -> int:
         if not changed and not gone:
             return 0
         with self._lock:
             self._db.execute("BEGIN")
             try:
-                self._db.executemany("INSERT OR REPLACE INTO records (kind, key, body) VALUES (?, ?, ?)", changed)
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO records (kind, key, body) VALUES (?, ?, ?)",
+                    [(key[0], key[1], body) for key, body in changed],
+                )
                 self._db.executemany("DELETE FROM records WHERE kind = ? AND key = ?", gone)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        self._written = current
+        self._written.update(changed)
+        for key in gone:
+            del self._written[key]
         return len(changed) + len(gone)
 
     def setting(self, name: str, default: bytes) -> bytes:
