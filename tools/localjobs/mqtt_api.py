@@ -28,6 +28,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from .clock import Clock
 from .model import ApiError, JobsModel, Notification
@@ -203,10 +204,12 @@ class MqttApi:
         self.on_exchange: Callable[[Exchange], None] | None = None
         self.subscribed = threading.Event()
         self._connect_error: str | None = None
+        # MQTT 5 for its no-local subscriptions: under 3.1.1 every reply and notification the service
+        # publishes comes back to it through its own wildcard (and is acknowledged), over half of what it reads.
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id or f"iotjobs-local-{uuid.uuid4().hex[:12]}",
-            clean_session=True,
+            protocol=mqtt.MQTTv5,
         )
         # paho accepts float delays though its hints say int. Short ones keep broker-fault tests fast and
         # stop() prompt (paho finishes its reconnect sleep before the thread ends).
@@ -221,7 +224,8 @@ class MqttApi:
 
     def start(self, timeout: float = 10.0) -> None:
         """Connect and return once the broker has acknowledged the subscription."""
-        self.client.connect(self.host, self.port, keepalive=30)
+        # A clean start every time, with no session kept after a disconnect: 3.1.1's clean session.
+        self.client.connect(self.host, self.port, keepalive=30, clean_start=True)
         self.client.loop_start()
         if not self.subscribed.wait(timeout):
             reason = self._connect_error or "no SUBACK"
@@ -245,7 +249,7 @@ class MqttApi:
             self._connect_error = str(reason)
             return
         no_delay(client)
-        client.subscribe(SUBSCRIPTION, qos=1)
+        client.subscribe(SUBSCRIPTION, options=SubscribeOptions(qos=1, noLocal=True))
 
     def _on_disconnect(
         self,
