@@ -9,10 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mpylib import MPY_LIB, SOURCES, compiled_library
+from mpylib import MPY_LIB, SOURCES, device_command
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = ROOT / ".venv" / "bin"
 PORTABLE = ROOT / "host_tests" / "portable"
 RUNTIMES = ("cpython", "micropython")
 # A board-sized heap for everything but the 32 KB document scenario.
@@ -24,12 +23,8 @@ CPYTHONPATH = ":".join(str(p) for p in (*SOURCES, PORTABLE))
 
 
 def command(runtime: str, script: Path, args: list[str], heapsize: str | None = None) -> list[str]:
-    if runtime == "micropython":
-        compiled_library()
-        return [str(BIN / "micropython"), "-X", "heapsize=" + (heapsize or DEFAULT_HEAP), str(script), *args]
-    if runtime == "cpython":
-        return [str(BIN / "python"), str(ROOT / "host_tests" / "shim" / "mprun.py"), str(script), *args]
-    raise ValueError("unknown runtime " + runtime)
+    # The same command the tools use; environment() below adds the portable test scripts to the path.
+    return device_command(runtime, script, args, heapsize or DEFAULT_HEAP)[0]
 
 
 def environment(extra: dict[str, str] | None = None, runtime: str | None = None) -> dict[str, str]:
