@@ -13,7 +13,7 @@ from mpylib import MPY_LIB, SOURCES, device_command
 
 ROOT = Path(__file__).resolve().parents[1]
 PORTABLE = ROOT / "host_tests" / "portable"
-RUNTIMES = ("cpython", "micropython")
+RUNTIMES = ("cpython", "unix64")
 # A board-sized heap for everything but the 32 KB document scenario.
 DEFAULT_HEAP = "96k"
 # The unix port gets the library as .mpy files, as a board does (compiling the sources on the device costs
@@ -30,7 +30,7 @@ def command(runtime: str, script: Path, args: list[str], heapsize: str | None = 
 def environment(extra: dict[str, str] | None = None, runtime: str | None = None) -> dict[str, str]:
     """The environment of a device process; without a runtime, MICROPYPATH names the sources (both can use them)."""
     env = dict(os.environ)
-    env["MICROPYPATH"] = MICROPYPATH if runtime == "micropython" else CPYTHONPATH
+    env["MICROPYPATH"] = MICROPYPATH if runtime != "cpython" else CPYTHONPATH
     env.update(extra or {})
     return env
 

@@ -49,5 +49,5 @@ def test_library_compiles_on_micropython() -> None:
     script.write_text("import iotjobs\n" + "".join("import %s\n" % n for n in names) + "print('imported', %d)\n"
                       % len(names))
     # From the sources, all modules at once: this checks syntax, not the heap (the scenarios do that).
-    done = run("micropython", script, env={"MICROPYPATH": CPYTHONPATH}, heapsize="1m")
+    done = run("unix64", script, env={"MICROPYPATH": CPYTHONPATH}, heapsize="1m")
     assert done.returncode == 0 and done.stdout.strip() == "imported %d" % len(names), done.stdout + done.stderr

@@ -35,7 +35,7 @@ def compiled_library(target: Path = MPY_LIB) -> Path:
 def device_command(runtime: str, script: Path, args: list[str], heapsize: str) -> tuple[list[str], dict[str, str]]:
     """The command and environment that run a firmware script as a device: the unix port, or CPython with the shim."""
     env = dict(os.environ)
-    if runtime == "micropython":
+    if runtime == "unix64":
         env["MICROPYPATH"] = "%s:.frozen" % compiled_library()
         return [str(BIN / "micropython"), "-X", "heapsize=" + heapsize, str(script), *args], env
     if runtime == "cpython":

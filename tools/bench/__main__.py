@@ -14,7 +14,7 @@ from .common import machine, table, write_json
 def recovery_part(quick: bool) -> list[dict[str, Any]]:
     """The lead's recovery measurement, as it is, with fewer trials when quick."""
     rows: list[dict[str, Any]] = []
-    for runtime in ("micropython", "cpython"):
+    for runtime in ("unix64", "cpython"):
         for floor_ms in (100, 1000):
             times = recovery.recovery_times(runtime, floor_ms, 8 * floor_ms, 3.0, 3 if quick else 7)
             rows.append({"runtime": runtime, "floor_ms": floor_ms, "median_ms": statistics.median(times) * 1000,

@@ -40,7 +40,7 @@ def cycle_passes(service: JobsService, broker: Mosquitto, client: str, kilobytes
     thing = "heap-%s-%d" % (client, next(_things))
     service.create_thing(thing)
     service.create_job(thing + "-job", [thing], LARGE_DOC)
-    ok, results, _ = run_device("micropython", SCRIPTS[client], [broker.host, str(broker.port), thing],
+    ok, results, _ = run_device("unix64", SCRIPTS[client], [broker.host, str(broker.port), thing],
                                 "%dk" % kilobytes, timeout=30)
     done = service.status(thing, thing + "-job") == "SUCCEEDED"
     return ok and done and results.get("operation") == "config"
@@ -52,7 +52,7 @@ def import_cost() -> dict[str, dict[str, int]]:
     compiled = "%s:.frozen" % compiled_library()
     costs = {}
     for form, path in (("py", sources), ("mpy", compiled)):
-        ok, results, output = run_device("micropython", "dev_import.py", [], "4m", path=path)
+        ok, results, output = run_device("unix64", "dev_import.py", [], "4m", path=path)
         if not ok:
             raise RuntimeError("import measurement failed:\n" + output)
         costs[form] = results["import"]
@@ -64,7 +64,7 @@ def per_call(service: JobsService, broker: Mosquitto, repeats: int) -> dict[str,
     thing = "heap-calls-%d" % next(_things)
     service.create_thing(thing)
     service.create_job("calls-job", [thing], {"operation": "bench"})
-    ok, results, output = run_device("micropython", "dev_calls.py",
+    ok, results, output = run_device("unix64", "dev_calls.py",
                                      [broker.host, str(broker.port), thing, "calls-job", str(repeats)], "4m")
     if not ok:
         raise RuntimeError("per-call measurement failed:\n" + output)

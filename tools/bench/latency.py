@@ -167,7 +167,7 @@ def run_clients(broker: Any, service: LocalJobs, route: str, repeats: int) -> di
         iot.create_thing(thingName=thing)
         iot.create_job(jobId=thing + "-job", targets=[ARN + thing], document=json.dumps({"operation": "bench"}))
         if client == "iotjobs/unix port":
-            times[client] = ours("micropython", broker, thing, repeats)
+            times[client] = ours("unix64", broker, thing, repeats)
         elif client == "iotjobs/CPython":
             times[client] = ours("cpython", broker, thing, repeats)
         elif client.startswith("SDK v1"):

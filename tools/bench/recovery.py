@@ -62,7 +62,7 @@ def recovery_times(runtime: str, floor_ms: int, ceiling_ms: int, outage_s: float
 
 def main() -> None:
     print("%-12s %9s %10s %10s %10s %12s" % ("runtime", "floor_ms", "median_ms", "max_ms", "trials", "median/floor"))
-    for runtime in ("micropython", "cpython"):
+    for runtime in ("unix64", "cpython"):
         for floor_ms in (100, 1000):
             times = recovery_times(runtime, floor_ms, 8 * floor_ms, 3.0, 7)
             median = statistics.median(times) * 1000

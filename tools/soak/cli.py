@@ -160,7 +160,7 @@ def soak(jobs: int, runtime: str, seed: int, deadline_s: float, every: tuple[flo
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="iotjobs-soak", description=__doc__)
     parser.add_argument("--jobs", type=int, default=20, help="jobs to run (default 20)")
-    parser.add_argument("--runtime", choices=("micropython", "cpython"), default="micropython")
+    parser.add_argument("--runtime", choices=("unix64", "cpython"), default="unix64")
     parser.add_argument("--seed", type=int, default=None, help="seed of the random plan and faults")
     parser.add_argument("--fault-every", type=float, nargs=2, default=(0.2, 1.0), metavar=("MIN_S", "MAX_S"),
                         help="seconds between faults, drawn uniformly (default 0.2 1.0)")
