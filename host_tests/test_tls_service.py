@@ -201,7 +201,8 @@ class Desk:
     """A paho client for the TLS service, its network loop driven in this thread until what is awaited happens."""
 
     def __init__(self, host: str, port: int, ca: Path | None, cert: ThingCertificate | None = None,
-                 protocol: mqtt.MQTTProtocolVersion = mqtt.MQTTv311, username: str | None = None, password: str | None = None) -> None:
+                 protocol: mqtt.MQTTProtocolVersion = mqtt.MQTTv311, username: str | None = None,
+                 password: str | None = None) -> None:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=protocol)
         if ca is not None:
             self.client.tls_set(ca_certs=str(ca), certfile=str(cert.cert_pem) if cert else None,
