@@ -5,7 +5,7 @@ import json
 from harness import main, raises
 from iotjobs import errors, payloads, topics
 from iotjobs.errors import JobsError
-from iotjobs.session import backoff_ms
+from iotjobs.net import backoff_ms
 
 THING = "dev-1"
 BASE = "$aws/things/dev-1/jobs"

@@ -1,6 +1,16 @@
-"""iotjobs: the AWS IoT Jobs device API for MicroPython, over umqtt.simple."""
+"""iotjobs: the AWS IoT Jobs device API for MicroPython, over MQTT (umqtt.simple) or HTTPS (iotjobs.https)."""
 
-from iotjobs.client import JobsClient
 from iotjobs.errors import JobsError, RequestTimeout
 
 __all__ = ["JobsClient", "JobsError", "RequestTimeout"]
+
+
+def __getattr__(name):
+    # The MQTT client, and umqtt.simple with it, loads when it is first asked for: a device on HTTPS never is.
+    if name == "JobsClient":
+        from iotjobs.client import JobsClient
+
+        return JobsClient
+    # MicroPython asks here before it imports a submodule for `from iotjobs import runner`.
+    __import__("iotjobs." + name)
+    return globals()[name]

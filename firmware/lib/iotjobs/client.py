@@ -8,7 +8,7 @@ from micropython import const
 
 from iotjobs import payloads, topics
 from iotjobs.document import JobDocument, Stored, keep, read_envelope
-from iotjobs.errors import INVALID_STATE_TRANSITION, VERSION_MISMATCH, JobsError, RequestTimeout, from_rejected
+from iotjobs.errors import JobsError, RequestTimeout, already_applied, from_rejected
 from iotjobs.session import Session
 
 _API_NAMES = {
@@ -19,7 +19,6 @@ _API_NAMES = {
 }
 _RESYNC = const(7)  # our own describe("$next") after a reconnect, answered to the notify-next callback
 OUTBOX_FULL = "OutboxFull"
-_VERSIONS_KEPT = const(4)
 
 # A request in flight: [token, kind, job_id, topic, payload, sent_at or None, status, details, caller_waits, args]
 # (an update's payload is made when it is first sent, with the expectedVersion known then: see update()).
@@ -40,6 +39,8 @@ def _report(reason, detail):
 
 
 class JobsClient:
+    notifies = True  # a Runner waits for notify-next, and looks itself only now and then
+
     def __init__(self, mqtt, thing_name, timeout_ms=10000, qos=1, wlan=None, outbox_max=4, document_budget=4096,
                  **link):
         self.thing_name = topics.check_thing_name(thing_name)
@@ -217,9 +218,8 @@ class JobsClient:
                 self.resent += 1
             if request[_PAYLOAD] is None:
                 # Made now, not when update() was called: updates queued before it may have moved the version.
-                request[_PAYLOAD] = self._update_payload(
-                    request[_TOKEN], request[_STATUS], request[_ARGS], self._version(request[_JOB])
-                )
+                version = payloads.version_of(self._versions, request[_JOB])
+                request[_PAYLOAD] = self._update_payload(request[_TOKEN], request[_STATUS], request[_ARGS], version)
             # Marked before: a publish that fails half way may still have reached the service.
             request[_SENT_AT] = now
             if not self.session.publish(request[_TOPIC], request[_PAYLOAD]):
@@ -247,10 +247,14 @@ class JobsClient:
         state = body.get("executionState")
         execution = body.get("execution")
         if isinstance(execution, dict):
-            self._track(execution.get("jobId"), execution.get("versionNumber"))
+            payloads.track(self._versions, execution.get("jobId"), execution.get("versionNumber"))
         elif isinstance(state, dict) and kind == topics.UPDATE:
-            self._track(request[_JOB], state.get("versionNumber"))
-        if outcome == topics.REJECTED and kind == topics.UPDATE and self._already_applied(request, body):
+            payloads.track(self._versions, request[_JOB], state.get("versionNumber"))
+        if (
+            outcome == topics.REJECTED
+            and kind == topics.UPDATE
+            and already_applied(body.get("code"), state, request[_STATUS], request[_DETAILS])
+        ):
             # What the accepted answer to the earlier attempt would have said.
             outcome = topics.ACCEPTED
             body = {"executionState": state, "timestamp": body.get("timestamp"), "clientToken": body.get("clientToken")}
@@ -271,15 +275,6 @@ class JobsClient:
         if isinstance(document, JobDocument) and self.session.spill is not None:
             keep(document, self.session.spill + "_doc.json")
 
-    def _already_applied(self, request, body):
-        # A re-sent update that the service had applied before the link failed: the state it reports is ours.
-        state = body.get("executionState")
-        if body.get("code") not in (VERSION_MISMATCH, INVALID_STATE_TRANSITION) or not isinstance(state, dict):
-            return False
-        if state.get("status") != request[_STATUS]:
-            return False
-        return request[_DETAILS] is None or state.get("statusDetails") == request[_DETAILS]
-
     def _make_room(self, job_id):
         """Drop queued progress that a newer update replaces; refuse when the queue is full of what must go."""
         for request in self._requests:
@@ -294,23 +289,6 @@ class JobsClient:
                 break
         if self.outbox >= self.outbox_max:
             raise JobsError(OUTBOX_FULL, "%d updates are still waiting for the service" % self.outbox)
-
-    def _version(self, job_id):
-        for entry in self._versions:
-            if entry[0] == job_id:
-                return entry[1]
-        return None
-
-    def _track(self, job_id, version):
-        if not isinstance(job_id, str) or not isinstance(version, int):
-            return
-        for entry in self._versions:
-            if entry[0] == job_id:
-                self._versions.remove(entry)
-                break
-        self._versions.append([job_id, version])
-        if len(self._versions) > _VERSIONS_KEPT:
-            self._versions.pop(0)
 
     # ---- incoming messages -----------------------------------------------------------------------
 

@@ -58,3 +58,16 @@ def from_rejected(payload):
         message if isinstance(message, str) else "",
         state if isinstance(state, dict) else None,
     )
+
+
+def already_applied(code, state, status, details):
+    """Whether the rejection (code, executionState) of an update says an earlier attempt of it was applied.
+
+    A re-sent update that the service had applied before the link failed is refused: the state it
+    reports is then the update's own.
+    """
+    if code not in (VERSION_MISMATCH, INVALID_STATE_TRANSITION) or not isinstance(state, dict):
+        return False
+    if state.get("status") != status:
+        return False
+    return details is None or state.get("statusDetails") == details

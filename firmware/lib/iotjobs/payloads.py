@@ -16,6 +16,7 @@ DETAILS_MAX_PAIRS = const(10)
 DETAILS_KEY_MAX = const(128)
 DETAILS_VALUE_MAX = const(1024)
 STEP_TIMEOUT_MAX_MIN = const(10080)
+VERSIONS_KEPT = const(4)
 
 
 def is_control(c):
@@ -80,7 +81,8 @@ def check_step_timeout(minutes, allow_cancel=False):
     return minutes
 
 
-def _check_count(name, value):
+def check_count(name, value):
+    """Raise ValueError unless value is a non-negative int (an executionNumber or expectedVersion)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError("%s must be a non-negative int" % name)
     return value
@@ -90,12 +92,17 @@ def _dump(request):
     return json.dumps(request, separators=(",", ":"))
 
 
+# Over MQTT each request carries a clientToken; over HTTPS (token None) there is none to send.
+def _request(token):
+    return {"clientToken": token} if token is not None else {}
+
+
 def get_pending(token):
     return _dump({"clientToken": token})
 
 
 def start_next(token, status_details=None, step_timeout_min=None):
-    request = {"clientToken": token}
+    request = _request(token)
     if status_details is not None:
         request["statusDetails"] = check_status_details(status_details)
     if step_timeout_min is not None:
@@ -106,7 +113,7 @@ def start_next(token, status_details=None, step_timeout_min=None):
 def describe(token, execution_number=None, include_document=True):
     request = {"clientToken": token}
     if execution_number is not None:
-        request["executionNumber"] = _check_count("executionNumber", execution_number)
+        request["executionNumber"] = check_count("executionNumber", execution_number)
     if not include_document:
         request["includeJobDocument"] = False
     return _dump(request)
@@ -122,14 +129,15 @@ def update(
     include_document=False,
     step_timeout_min=None,
 ):
-    request = {"clientToken": token, "status": check_status(status)}
+    request = _request(token)
+    request["status"] = check_status(status)
     if status_details is not None:
         request["statusDetails"] = check_status_details(status_details)
     # Numbers, as SDK v2 sends them; the service accepts digit strings too, but a device need not.
     if expected_version is not None:
-        request["expectedVersion"] = _check_count("expectedVersion", expected_version)
+        request["expectedVersion"] = check_count("expectedVersion", expected_version)
     if execution_number is not None:
-        request["executionNumber"] = _check_count("executionNumber", execution_number)
+        request["executionNumber"] = check_count("executionNumber", execution_number)
     if include_state:
         request["includeJobExecutionState"] = True
     if include_document:
@@ -137,6 +145,27 @@ def update(
     if step_timeout_min is not None:
         request["stepTimeoutInMinutes"] = check_step_timeout(step_timeout_min, True)
     return _dump(request)
+
+
+def version_of(versions, job_id):
+    """The versionNumber last seen for job_id in versions (a list of [job_id, version]), or None."""
+    for entry in versions:
+        if entry[0] == job_id:
+            return entry[1]
+    return None
+
+
+def track(versions, job_id, version):
+    """Record job_id's versionNumber in versions, keeping the last VERSIONS_KEPT jobs seen."""
+    if not isinstance(job_id, str) or not isinstance(version, int):
+        return
+    for entry in versions:
+        if entry[0] == job_id:
+            versions.remove(entry)
+            break
+    versions.append([job_id, version])
+    if len(versions) > VERSIONS_KEPT:
+        versions.pop(0)
 
 
 def epoch_seconds(timestamp):

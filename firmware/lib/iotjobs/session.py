@@ -1,27 +1,16 @@
 """The MQTT session: owns the umqtt.simple client and its socket, pings, notices a dead link, reconnects."""
 
-import random
 import select
 import time
 
 import umqtt.simple as umqtt_simple
 from micropython import const
 
+from iotjobs import net
 from iotjobs.document import Stored
+from iotjobs.net import LinkDown, backoff_ms
 
 INBOX_MAX = const(16)
-
-
-def backoff_ms(attempt, floor_ms, ceiling_ms, factor, rand=None):
-    """Delay before reconnect attempt number attempt (0 first): full jitter under a capped exponential."""
-    cap = floor_ms
-    for _ in range(attempt):
-        cap *= factor
-        if cap >= ceiling_ms:
-            cap = ceiling_ms
-            break
-    # Full jitter spreads a fleet that lost the broker at the same moment over the whole window.
-    return (rand or random.randrange)(cap + 1) if cap > 0 else 0
 
 
 def _put_length(packet, size):
@@ -33,16 +22,8 @@ def _put_length(packet, size):
             return
 
 
-class LinkDown(OSError):
-    """The link to the broker failed; the session reconnects by itself."""
-
-
 class _Link:
-    """The socket as umqtt.simple sees it: a "blocking" read or write gives up after a bound instead of hanging.
-
-    The socket itself stays non-blocking and waits are poll()s with a deadline, since a TLS socket on
-    MicroPython has no settimeout().
-    """
+    """The socket as umqtt.simple sees it: a "blocking" read or write gives up after a bound instead of hanging."""
 
     def __init__(self, sock, session):
         self.sock = sock
@@ -57,12 +38,8 @@ class _Link:
     def setblocking(self, flag):
         self.blocking = flag
 
-    def _wait(self, poller, deadline):
-        left = time.ticks_diff(deadline, time.ticks_ms())
-        # Try the socket first and poll only after it had nothing: a TLS socket can hold decrypted bytes
-        # that poll() on its file descriptor cannot see.
-        if left <= 0 or not poller.poll(left):
-            raise LinkDown("nothing from the broker within %d ms" % self.session.response_ms)
+    def _deadline(self):
+        return time.ticks_add(time.ticks_ms(), self.session.response_ms)
 
     def read(self, n):
         data = self.sock.read(n)
@@ -82,33 +59,14 @@ class _Link:
 
     def readinto(self, view):
         """Fill view exactly, within the bound."""
-        deadline = time.ticks_add(time.ticks_ms(), self.session.response_ms)
-        got = 0
-        n = len(view)
-        while got < n:
-            more = self.sock.readinto(view[got:])
-            if more is None:
-                self._wait(self._readable, deadline)
-            elif more == 0:
-                raise LinkDown("connection closed by the broker")
-            else:
-                got += more
+        net.read_exactly(self.sock, view, self._deadline(), self._readable)
         self.session.received()
 
     def write(self, data, n=None):
         if isinstance(data, str):
             data = data.encode()  # umqtt.simple writes topics as they were given
         view = memoryview(data)[: len(data) if n is None else n]
-        deadline = time.ticks_add(time.ticks_ms(), self.session.response_ms)
-        sent = 0
-        while sent < len(view):
-            more = self.sock.write(view[sent:])
-            if more is None:
-                self._wait(self._writable, deadline)
-            elif more == 0:
-                raise LinkDown("connection closed by the broker")
-            else:
-                sent += more
+        sent = net.write_all(self.sock, view, self._deadline(), self._writable)
         self.session.sent()
         return sent
 

@@ -1,12 +1,11 @@
-"""Mutual TLS as AWS IoT Core requires: a umqtt.simple MQTTClient from DER files, the server always verified."""
+"""Mutual TLS as AWS IoT Core requires, from DER files: an SSLContext, or a umqtt.simple MQTTClient; server verified."""
 
 import sys
 
 import tls
-from umqtt.simple import MQTTClient
 
 
-def _read(path):
+def read(path):
     with open(path, "rb") as f:
         return f.read()
 
@@ -31,13 +30,16 @@ def context(cert, key, ca):
     return ctx
 
 
-def make_client(client_id, host, cert, key, ca, port=8883, keepalive=60, client_class=MQTTClient):
+def make_client(client_id, host, cert, key, ca, port=8883, keepalive=60, client_class=None):
     """An MQTTClient for mutual TLS to host; cert, key and ca are paths of DER files (PEM is not accepted).
 
     host must be the name in the server's certificate: it is the server_hostname verified and sent as SNI.
-    client_class may be umqtt.robust's MQTTClient, or any class with umqtt.simple's constructor.
+    client_class may be umqtt.robust's MQTTClient, or any class with umqtt.simple's constructor (the default).
     """
-    cert, key, ca = _read(cert), _read(key), _read(ca)
+    if client_class is None:
+        # Imported here: a device on HTTPS (iotjobs.https) uses context() only and never loads umqtt.
+        from umqtt.simple import MQTTClient as client_class
+    cert, key, ca = read(cert), read(key), read(ca)
     params = {"cert": cert, "key": key, "cadata": ca, "cert_reqs": tls.CERT_REQUIRED, "server_hostname": host}
     try:
         # umqtt.simple 1.3.4, and 1.5+ which still takes ssl=True with ssl_params.

@@ -1,0 +1,67 @@
+"""What both transports do on the network: socket reads and writes bounded by a deadline, and retry backoff."""
+
+import random
+import time
+
+
+class LinkDown(OSError):
+    """The connection failed: closed by the other end, or silent until the deadline."""
+
+
+def backoff_ms(attempt, floor_ms, ceiling_ms, factor, rand=None):
+    """Delay before reconnect attempt number attempt (0 first): full jitter under a capped exponential."""
+    cap = floor_ms
+    for _ in range(attempt):
+        cap *= factor
+        if cap >= ceiling_ms:
+            cap = ceiling_ms
+            break
+    # Full jitter spreads a fleet that lost the service at the same moment over the whole window.
+    return (rand or random.randrange)(cap + 1) if cap > 0 else 0
+
+
+# The socket stays non-blocking and waits are poll()s with a deadline, since a TLS socket on MicroPython has no
+# settimeout(). The socket is always tried before poll(): a TLS socket can hold decrypted bytes that poll() on its
+# file descriptor cannot see.
+
+
+def wait(poller, deadline):
+    """Wait for poller's event until deadline (a ticks_ms value); LinkDown if it does not come."""
+    left = time.ticks_diff(deadline, time.ticks_ms())
+    if left <= 0 or not poller.poll(left):
+        raise LinkDown("nothing came before the deadline")
+
+
+def read_some(sock, view, deadline, poller):
+    """Read into view what the socket has (waiting for at least one byte); 0 when the other end has closed."""
+    while True:
+        got = sock.readinto(view)
+        if got is not None:
+            return got
+        wait(poller, deadline)
+
+
+def read_exactly(sock, view, deadline, poller):
+    """Fill view; LinkDown if the connection ends first or the deadline passes."""
+    got = 0
+    n = len(view)
+    while got < n:
+        more = read_some(sock, view[got:], deadline, poller)
+        if not more:
+            raise LinkDown("connection closed by the other end")
+        got += more
+
+
+def write_all(sock, view, deadline, poller):
+    """Write all of view (a memoryview); LinkDown if the connection ends first or the deadline passes."""
+    sent = 0
+    n = len(view)
+    while sent < n:
+        more = sock.write(view[sent:])
+        if more is None:
+            wait(poller, deadline)
+        elif more == 0:
+            raise LinkDown("connection closed by the other end")
+        else:
+            sent += more
+    return sent
