@@ -1,7 +1,8 @@
 """Runner scenarios against a real broker and Jobs service; run on MicroPython or CPython, one result a line.
 
-Usage: runner_scenarios.py NAME HOST PORT THING STATE_DIR [ARG ...]. Prints `RESULT <key> <json>` lines;
-`READY` once connected and subscribed; an exception ends the run with `ERROR <type> <message>` and status 1.
+Usage: runner_scenarios.py NAME HOST PORT THING STATE_DIR [key=value ...] [ARG ...] (HOST https://NAME and the
+key=value pairs as in harness.run_scenario: the HTTPS client, its files and options). Prints `RESULT <key> <json>`
+lines; `READY` once connected and subscribed; an exception ends the run with `ERROR <type> <message>` and status 1.
 """
 
 import gc
@@ -9,9 +10,8 @@ import json
 import sys
 import time
 
-from umqtt.simple import MQTTClient
-
-from iotjobs import JobsClient, handlers
+from harness import client_for, take_options
+from iotjobs import handlers
 from iotjobs.runner import Canceled, Runner
 
 RESET_EXIT_CODE = 211  # what host_tests/shim/machine.reset() exits with
@@ -209,10 +209,10 @@ def scenario_fallback(board):
 
 def main():
     name, host, port, thing, state_dir = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
-    mqtt = MQTTClient(thing + "-device", host, port, keepalive=60)
-    jc = JobsClient(mqtt, thing, timeout_ms=5000)
+    args = sys.argv[6:]
+    jc = client_for(host, port, thing, take_options(args))
     jc.connect()
-    board = Board(jc, state_dir, sys.argv[6:])
+    board = Board(jc, state_dir, args)
     try:
         globals()["scenario_" + name](board)
     except Exception as e:

@@ -1,13 +1,14 @@
 """Device scenarios against a real broker and Jobs service; run on MicroPython or CPython, one result a line.
 
-Usage: scenarios.py NAME HOST PORT THING [ARG ...]. Each scenario prints `RESULT <key> <json>` lines that
-the pytest side parses; an exception ends the run with `ERROR <type> <message>` and exit status 1.
+Usage: scenarios.py NAME HOST PORT THING [key=value ...] [ARG ...] (harness.run_scenario: HOST https://NAME for
+the HTTPS client). Each scenario prints `RESULT <key> <json>` lines that the pytest side parses; an exception
+ends the run with `ERROR <type> <message>` and exit status 1.
 """
 
 import time
 
-from harness import emit, run_scenario
-from iotjobs import JobsClient, JobsError, RequestTimeout
+from harness import another, emit, run_scenario
+from iotjobs.errors import JobsError, RequestTimeout
 
 
 def error_fields(e):
@@ -94,6 +95,16 @@ def scenario_invalid_transition(jc, args):
         emit("transition", error_fields(e))
 
 
+def scenario_terminal(jc, args):
+    execution = jc.start_next()
+    jc.update(execution["jobId"], "SUCCEEDED")
+    try:
+        jc.describe(execution["jobId"])
+        emit("terminal", None)
+    except JobsError as e:
+        emit("terminal", error_fields(e))
+
+
 def scenario_notify_during_call(jc, args):
     events = []
     jc.on_notify(lambda payload: events.append(["notify", payload]))
@@ -168,7 +179,7 @@ def scenario_bad_input(jc, args):
     emit("refused", refused)
     emit("pending", jc.get_pending())
     try:
-        JobsClient(jc.session.mqtt, "bad/thing")
+        another("bad/thing")
         emit("bad_thing", None)
     except ValueError as e:
         emit("bad_thing", str(e))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -67,6 +68,10 @@ class DeviceHttpsApi(HttpApi):
     services = ("iot-jobs-data",)
     serves_files = False
     scheme = "https"
+    # Tests: interceptor(operation name, parameters) runs before each allowed call is handled. An ApiError it
+    # raises is the answer instead, with the status and error type iot-jobs-data has for its code; whatever else
+    # it does (stall or cut the connection through a fault proxy, say) happens before the call is handled.
+    interceptor: Callable[[str, dict[str, Any]], None] | None = None
 
     def __init__(self, model: JobsModel, call: Call, documents: Documents, principals: Principals,
                  host: str = "127.0.0.1", port: int = 0) -> None:
@@ -76,6 +81,12 @@ class DeviceHttpsApi(HttpApi):
 
     def make_server(self, host: str, port: int) -> ThreadingHTTPServer:
         return TlsHttpServer((host, port), make_handler(self), self.context)
+
+    def handle(self, op: Operation, params: dict[str, Any]) -> dict[str, Any]:
+        hook = self.interceptor
+        if hook is not None:
+            hook(op.name, params)
+        return super().handle(op, params)
 
     def refuse(self, op: Operation, labels: dict[str, str], connection: Any) -> tuple[str, int, str] | None:
         der = connection.getpeercert(binary_form=True)
