@@ -107,6 +107,13 @@ def test_invalid_transition_after_terminal(runtime, mosquitto, jobs_service, thi
     assert jobs_service.describe_job_execution(thing_name, "job-term")["status"] == "SUCCEEDED"
 
 
+def test_describe_of_a_finished_execution_is_terminal_state_reached(runtime, mosquitto, jobs_service, thing_name):
+    jobs_service.create_job("job-done", [thing_name], DOC)
+    done = scenario(runtime, "terminal", mosquitto, thing_name)
+    assert done["terminal"]["code"] == "TerminalStateReached" and "SUCCEEDED" in done["terminal"]["message"]
+    assert done["terminal"]["execution_state"] is None
+
+
 def test_notifications_dispatched_while_a_call_waits(runtime, mosquitto, jobs_service, thing_name):
     created: list[str] = []
 
