@@ -44,3 +44,10 @@ def test_latency_ratios_are_against_the_fastest_sdk() -> None:
 
 def test_table_lines_up() -> None:
     assert table(["a", "bb"], [["x", 1]]).splitlines() == ["a  bb", "-  --", "x   1"]
+
+
+def test_a_32k_cycle_over_tls_passes_with_room_and_fails_without() -> None:
+    with heap.tls_service() as (service, folder):
+        for client in ("mqtts", "https"):
+            assert heap.cycle_passes(service, None, client, 400, folder), client
+            assert not heap.cycle_passes(service, None, client, 24, folder), client

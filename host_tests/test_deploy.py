@@ -238,3 +238,34 @@ def test_the_deployed_board_runs_a_job_over_mutual_tls_from_pem_files(tmp_path: 
         assert "board: connected to localhost:%d as my-thing" % port in ran.stdout, ran.stdout + ran.stderr
         assert "board: done: 1 job(s)" in ran.stdout
         assert service.status("my-thing", "greet-tls") == "SUCCEEDED"
+
+
+def test_a_config_on_https_needs_the_certificate_files_and_a_known_transport(tmp_path: Path) -> None:
+    config = write_config(tmp_path, transport="https", endpoint="localhost", thing="my-thing")
+    done = run_deploy("--board", "unix", "--config", str(config), "--dry-run")
+    assert done.returncode == 2 and '"transport": "https" needs "cert", "key" and "ca"' in done.stderr
+    config = write_config(tmp_path, transport="coap", endpoint="localhost", thing="my-thing")
+    done = run_deploy("--board", "unix", "--config", str(config), "--dry-run")
+    assert done.returncode == 2 and "\"transport\" is \"mqtt\" or \"https\", not 'coap'" in done.stderr
+
+
+def test_the_deployed_board_runs_a_job_over_https(tmp_path: Path, tls_ca: CertificateFolder) -> None:
+    # "transport": "https": no connection kept, the runner polls the device API with the thing's certificate.
+    certs.issue_thing(tls_ca.root, "my-thing")
+    with JobsService("127.0.0.1", 0, tls=tls_ca.root, https=("127.0.0.1", 0)) as service, \
+            VirtualBoard(tmp_path / "board", heapsize="160k") as board:
+        port = int(service.https_url.rsplit(":", 1)[1])
+        config = write_config(tmp_path, transport="https", endpoint="localhost", port=port, thing="my-thing",
+                              max_jobs=1, describe_every_ms=200, cert="things/my-thing/cert.pem",
+                              key="things/my-thing/key.pem", ca="ca.pem")
+        done = run_deploy("--board", "unix", "--port", board.path, "--config", str(config),
+                          "--certs", str(tls_ca.root))
+        assert done.returncode == 0, done.stdout + done.stderr
+        service.create_thing("my-thing")
+        service.create_job("greet-https", ["my-thing"], {"operation": "greet", "message": "over HTTPS"})
+        ran = mpremote(board, "exec", "import main")
+        assert "board: polling https://localhost:%d as my-thing every 200 ms" % port in ran.stdout, \
+            ran.stdout + ran.stderr
+        assert "board: done: 1 job(s)" in ran.stdout
+        assert service.status("my-thing", "greet-https") == "SUCCEEDED"
+        assert service.describe_job_execution("my-thing", "greet-https")["statusDetails"] == {"result": "over HTTPS"}

@@ -286,6 +286,27 @@ def test_an_answer_held_back_times_out_and_the_next_call_works(runtime, jobs_tls
     assert done["second"] == ["job-late"]
 
 
+def test_a_call_brings_wifi_back_first(runtime, jobs_tls, tls_ca, thing_name, tmp_path):
+    jobs_tls.create_job("job-wifi", [thing_name], DOC)
+    link = tmp_path / "link"
+    link.write_text("down")
+    device = start(runtime, HTTPS_SCENARIOS, "wifi", *client_args(https_port(jobs_tls), thing_name, tls_ca),
+                   "timeout_ms=1000", "wlan_ms=300", "backoff_floor_ms=50", str(link), heapsize=HTTPS_HEAP)
+    try:
+        assert device.stdin is not None
+        first = wait_line(device, "WAITING")
+        link.write_text("up")
+        device.stdin.write("go\n")
+        device.stdin.flush()
+        out, err = device.communicate(timeout=WAIT)
+    finally:
+        device.kill()
+    done = parse(device.returncode, "\n".join(first) + "\n" + out, err)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "WiFi did not come up" in done["down"]["timeout"] and done["asked"] >= 1
+    assert done["up"] == ["job-wifi"]
+
+
 def test_an_unreachable_service_is_a_timeout_with_the_cause(runtime, tls_ca, thing_name):
     certs.issue_thing(tls_ca.root, thing_name)
     with socket.socket() as closed:

@@ -30,6 +30,7 @@ OPTIMIZE = "-O1"
 MPY_MAJOR = 6
 # Where the board keeps the DER files the config points at.
 CERT_TARGETS = {"cert": "certs/cert.der", "key": "certs/key.der", "ca": "certs/ca.der"}
+TRANSPORTS = ("mqtt", "https")
 MARK = "DEPLOY-PROBE "
 
 # Runs on the board: its version, whether it has umqtt.simple, and the SHA-256 of each file we may write.
@@ -169,6 +170,12 @@ def stage(board_name: str, board: dict[str, Any], config: Path | None, certs: Pa
         items.append(item(name, out / name))
     if config is not None:
         settings = json.loads(config.read_text())
+        transport = settings.get("transport", "mqtt")
+        if transport not in TRANSPORTS:
+            raise DeployError('config %s: "transport" is "mqtt" or "https", not %r' % (config, transport))
+        if transport == "https" and not all(settings.get(key) for key in CERT_TARGETS):
+            raise DeployError('config %s: "transport": "https" needs "cert", "key" and "ca": the HTTPS device API '
+                              "takes a client certificate only" % config)
         for key, target in CERT_TARGETS.items():
             name = settings.get(key)
             if not name:

@@ -1,4 +1,4 @@
-"""What every board's main.py shares: config, WiFi, clock, the MQTT/TLS client, the status LED and the job runner."""
+"""What every board's main.py shares: config, WiFi, clock, the Jobs client (MQTT or HTTPS), status LED, runner."""
 
 import json
 import time
@@ -151,6 +151,20 @@ def mqtt_client(cfg):
                        keepalive=keepalive)
 
 
+def jobs_client(cfg, wlan=None):
+    """The Jobs client cfg asks for: "transport": "https" (mutual TLS; port 8443, AWS IoT's), else MQTT."""
+    timeout_ms = cfg.get("timeout_ms", 10000)
+    if cfg.get("transport", "mqtt") == "https":
+        # Imported only here: an HTTPS board never loads the MQTT client or umqtt.simple.
+        from iotjobs.https import JobsHttpsClient
+
+        return JobsHttpsClient(cfg["endpoint"], cfg["thing"], cfg["cert"], cfg["key"], cfg["ca"],
+                               port=cfg.get("port", 8443), timeout_ms=timeout_ms, wlan=wlan)
+    from iotjobs import JobsClient
+
+    return JobsClient(mqtt_client(cfg), cfg["thing"], timeout_ms=timeout_ms, wlan=wlan)
+
+
 def connect(jc, attempts=CONNECT_ATTEMPTS):
     """First MQTT connect, with backoff; after it the session reconnects by itself."""
     for attempt in range(1, attempts + 1):
@@ -165,15 +179,21 @@ def connect(jc, attempts=CONNECT_ATTEMPTS):
 
 
 def run_jobs(cfg, handlers, led, wlan=None, reset=None, max_jobs=None):
-    """Connect as cfg's thing and run jobs with handlers until max_jobs are done (None: forever)."""
-    from iotjobs import JobsClient
+    """Connect as cfg's thing and run jobs with handlers until max_jobs are done (None: forever).
+
+    Over HTTPS nothing stays connected: the runner asks for the next job every describe_every_ms.
+    """
     from iotjobs.runner import Runner
 
-    jc = JobsClient(mqtt_client(cfg), cfg["thing"], timeout_ms=cfg.get("timeout_ms", 10000), wlan=wlan)
+    jc = jobs_client(cfg, wlan)
     runner = Runner(jc, handlers, describe_every_ms=cfg.get("describe_every_ms", 60000), on_state=led.show,
                     reset=reset)
-    connect(jc)
-    log("connected to %s:%s as %s" % (cfg["endpoint"], cfg.get("port", "default port"), cfg["thing"]))
+    if jc.notifies:
+        connect(jc)
+        log("connected to %s:%s as %s" % (cfg["endpoint"], cfg.get("port", "default port"), cfg["thing"]))
+    else:
+        log("polling https://%s:%s as %s every %d ms" % (cfg["endpoint"], jc.port, cfg["thing"],
+                                                        runner.describe_every_ms))
     done = runner.run(max_jobs)
     jc.disconnect()
     log("done: %d job(s)" % done)

@@ -54,6 +54,34 @@ def scenario_late_answer(jc, args):
     emit("second", [j["jobId"] for j in jc.get_pending()["queuedJobs"]])
 
 
+class FileWlan:
+    """A station interface whose link is up unless the file args[0] says "down"; counts the reconnects asked."""
+
+    def __init__(self, path):
+        self.path = path
+        self.asked = 0
+
+    def isconnected(self):
+        with open(self.path) as f:
+            return f.read().strip() != "down"
+
+    def active(self, on):
+        pass
+
+    def connect(self):
+        self.asked += 1
+
+
+def scenario_wifi(jc, args):
+    # The link is down: the call asks the radio to reconnect, waits up to wlan_ms, and ends at its timeout.
+    jc.wlan = FileWlan(args[0])
+    emit("down", outcome(jc.get_pending))
+    emit("asked", jc.wlan.asked)
+    print("WAITING")
+    sys.stdin.readline()
+    emit("up", [j["jobId"] for j in jc.get_pending()["queuedJobs"]])
+
+
 def scenario_calls(jc, args):
     # One call per argument (get, start, describe:JOB, update:JOB:STATUS), each outcome a result.
     results = []

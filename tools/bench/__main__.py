@@ -47,7 +47,9 @@ def main() -> None:
     fields = []
     if "heap" in results:
         fields += ["heap32k_ours=%sk" % results["heap"]["heap32k_ours_k"],
-                   "heap32k_naive=%sk" % results["heap"]["heap32k_naive_k"]]
+                   "heap32k_naive=%sk" % results["heap"]["heap32k_naive_k"],
+                   "heap32k_https=%sk" % results["heap"]["heap32k_https_k"],
+                   "heap32k_mqtts=%sk" % results["heap"]["heap32k_mqtts_k"]]
     if "size" in results:
         fields.append("mpy_bytes=%s" % results["size"]["total_mpy"])
     if "latency" in results:

@@ -1,12 +1,11 @@
-"""Device script: one job cycle with the iotjobs library (start_next, read the operation, update SUCCEEDED)."""
+"""Device script: one job cycle with the iotjobs library over MQTT (start_next, read the operation, update SUCCEEDED).
+
+HOST PORT THING: plain MQTT; HOST PORT THING CERT KEY CA: MQTT over mutual TLS (DER files).
+"""
 # mypy: ignore-errors
 # (MicroPython code: checked by running it on the unix port, not against CPython's stubs.)
 
 import sys
-
-from umqtt.simple import MQTTClient
-
-from iotjobs import JobsClient
 
 
 def operation(document):
@@ -24,9 +23,8 @@ def operation(document):
     return json.loads(document)["operation"]
 
 
-def main():
-    host, port, thing = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    jc = JobsClient(MQTTClient(thing + "-dev", host, port, keepalive=60), thing, timeout_ms=10000)
+def cycle(jc):
+    """start_next, read the operation as a handler would, report SUCCEEDED: over whichever client jc is."""
     jc.connect()
     execution = jc.start_next()
     job_id = execution["jobId"]
@@ -37,4 +35,21 @@ def main():
     print("RESULT operation", '"%s"' % op)
 
 
-main()
+def main():
+    # Imported here: dev_cycle_https.py shares cycle() and must not load the MQTT client.
+    from umqtt.simple import MQTTClient
+
+    from iotjobs import JobsClient
+
+    host, port, thing = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    if len(sys.argv) > 4:
+        from iotjobs.tls import make_client
+
+        mqtt = make_client(thing + "-dev", host, *sys.argv[4:7], port=port)
+    else:
+        mqtt = MQTTClient(thing + "-dev", host, port, keepalive=60)
+    cycle(JobsClient(mqtt, thing, timeout_ms=10000))
+
+
+if __name__ == "__main__":
+    main()

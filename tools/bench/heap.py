@@ -1,14 +1,19 @@
-"""Heap: the smallest unix-port heap for a 32 KB job cycle (ours vs naive), import cost, and heap per API call."""
+"""Heap: the smallest unix-port heap for a 32 KB job cycle (ours vs naive; HTTPS vs MQTT, both over mutual TLS),
+import cost, and heap per API call."""
 
 from __future__ import annotations
 
 import argparse
 import itertools
 import json
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from localjobs import certs
 from localjobs.broker import Mosquitto
+from localjobs.certs import CertificateFolder
 from localjobs.service import JobsService
 from mpylib import SOURCES, compiled_library
 
@@ -18,7 +23,10 @@ from .common import plot_path, run_device, table, write_json
 SETTINGS = {"key%04d" % i: "value-%04d-abcdefgh" % i for i in range(900)}
 LARGE_DOC: dict[str, Any] = {"operation": "config", "settings": SETTINGS, "blob": ""}
 LARGE_DOC["blob"] = "x" * (32700 - len(json.dumps(LARGE_DOC)))
-SCRIPTS = {"ours": "dev_cycle_ours.py", "naive": "dev_cycle_naive.py"}
+SCRIPTS = {"ours": "dev_cycle_ours.py", "naive": "dev_cycle_naive.py", "mqtts": "dev_cycle_ours.py",
+           "https": "dev_cycle_https.py"}
+# Over TLS each trial's thing needs a certificate, recorded before the service starts: enough for a bisection.
+TLS_THINGS = 24
 _things = itertools.count(1)
 
 
@@ -35,24 +43,49 @@ def smallest(passes: Callable[[int], bool], low: int, high: int) -> int:
     return high
 
 
-def cycle_passes(service: JobsService, broker: Mosquitto, client: str, kilobytes: int) -> bool:
-    """One fresh thing and a 32 KB job; True when the device ends with the execution SUCCEEDED."""
+def cycle_passes(service: JobsService, broker: Mosquitto | None, client: str, kilobytes: int,
+                 folder: CertificateFolder | None = None) -> bool:
+    """One fresh thing and a 32 KB job; True when the device ends with the execution SUCCEEDED.
+
+    client "ours" and "naive" use the plain broker; "mqtts" and "https" the TLS service (started by tls_service)
+    with the certificates of its folder.
+    """
     thing = "heap-%s-%d" % (client, next(_things))
     service.create_thing(thing)
     service.create_job(thing + "-job", [thing], LARGE_DOC)
-    ok, results, _ = run_device("unix64", SCRIPTS[client], [broker.host, str(broker.port), thing],
-                                "%dk" % kilobytes, timeout=30)
+    if folder is None:
+        assert broker is not None
+        args = [broker.host, str(broker.port), thing]
+    else:
+        port = service.mqtts[1] if client == "mqtts" else int(service.https_url.rsplit(":", 1)[1])
+        device = folder.thing(thing)
+        args = ["localhost", str(port), thing, str(device.cert_der), str(device.key_der), str(folder.ca_der)]
+    ok, results, _ = run_device("unix64", SCRIPTS[client], args, "%dk" % kilobytes, timeout=30)
     done = service.status(thing, thing + "-job") == "SUCCEEDED"
     return ok and done and results.get("operation") == "config"
 
 
+@contextmanager
+def tls_service() -> Iterator[tuple[JobsService, CertificateFolder]]:
+    """The local service as AWS serves devices (MQTT over TLS and HTTPS), certificates made for the trials' things."""
+    with tempfile.TemporaryDirectory() as root:
+        folder = certs.init(root)
+        first = next(_things)
+        for n in range(first, first + TLS_THINGS):
+            for client in ("mqtts", "https"):
+                certs.issue_thing(root, "heap-%s-%d" % (client, n))
+        with JobsService("127.0.0.1", 0, tls=root, https=("127.0.0.1", 0)) as service:
+            yield service, folder
+
+
 def import_cost() -> dict[str, dict[str, int]]:
-    """Bytes allocated by importing the library from .py sources (compiled on the device) and from .mpy."""
+    """Bytes allocated by importing the library from .py sources (compiled on the device) and from .mpy; and by
+    importing the HTTPS client alone (.mpy), what a device on HTTPS loads instead of JobsClient and umqtt.simple."""
     sources = ":".join(str(p) for p in SOURCES) + ":.frozen"
     compiled = "%s:.frozen" % compiled_library()
     costs = {}
-    for form, path in (("py", sources), ("mpy", compiled)):
-        ok, results, output = run_device("unix64", "dev_import.py", [], "4m", path=path)
+    for form, path, args in (("py", sources, []), ("mpy", compiled, []), ("https_mpy", compiled, ["https"])):
+        ok, results, output = run_device("unix64", "dev_import.py", args, "4m", path=path)
         if not ok:
             raise RuntimeError("import measurement failed:\n" + output)
         costs[form] = results["import"]
@@ -103,18 +136,30 @@ def plot(figures: dict[str, Any]) -> None:
 def measure(quick: bool = False) -> dict[str, Any]:
     compiled_library()
     figures: dict[str, Any] = {"document_bytes": len(json.dumps(LARGE_DOC)), "trials": {"ours": [], "naive": []}}
+    figures["trials"].update({"mqtts": [], "https": []})
+
+    def bisect(client: str, service: JobsService, broker: Mosquitto | None,
+               folder: CertificateFolder | None = None) -> None:
+        def passes(kilobytes: int) -> bool:
+            ok = cycle_passes(service, broker, client, kilobytes, folder)
+            figures["trials"][client].append([kilobytes, ok])
+            return ok
+
+        # 1k resolution between 16k (nothing fits) and 512k; the search needs ~9 device runs.
+        figures["heap32k_%s_k" % client] = smallest(passes, 16, 512)
+
     with Mosquitto() as broker, JobsService(broker.host, broker.port) as service:
         for client in ("ours", "naive"):
-            def passes(kilobytes: int, client: str = client) -> bool:
-                ok = cycle_passes(service, broker, client, kilobytes)
-                figures["trials"][client].append([kilobytes, ok])
-                return ok
-
-            # 1k resolution between 16k (nothing fits) and 512k; the search needs ~9 device runs.
-            figures["heap32k_%s_k" % client] = smallest(passes, 16, 512)
+            bisect(client, service, broker)
         figures["calls"] = per_call(service, broker, 5 if quick else 30)
+    # HTTPS has no plain form: its peer is the MQTT client over the same mutual TLS (whose buffers the unix port's
+    # Mbed TLS takes from the MicroPython heap, as it does HTTPS's).
+    with tls_service() as (service, folder):
+        for client in ("mqtts", "https"):
+            bisect(client, service, None, folder)
     figures["import"] = import_cost()
     figures["ratio_ours_to_naive"] = round(figures["heap32k_ours_k"] / figures["heap32k_naive_k"], 3)
+    figures["ratio_https_to_mqtts"] = round(figures["heap32k_https_k"] / figures["heap32k_mqtts_k"], 3)
     return figures
 
 
@@ -123,11 +168,17 @@ def report(figures: dict[str, Any]) -> str:
         ["naive: umqtt.simple + json.loads", "%dk" % figures["heap32k_naive_k"]],
         ["iotjobs (.mpy)", "%dk" % figures["heap32k_ours_k"]],
         ["ours / naive", "%.2f" % figures["ratio_ours_to_naive"]],
+        ["iotjobs over MQTT, mutual TLS", "%dk" % figures["heap32k_mqtts_k"]],
+        ["iotjobs over HTTPS (iotjobs.https)", "%dk" % figures["heap32k_https_k"]],
+        ["HTTPS / MQTT over TLS", "%.2f" % figures["ratio_https_to_mqtts"]],
     ]), ""]
     imports = figures["import"]
-    lines.append(table(["import (GC off)", "import iotjobs", "whole package", "kept after gc"], [
+    lines.append(table(["import (GC off)", "JobsClient", "whole package", "kept after gc"], [
         [form, "%d B" % imports[form]["core_alloc"], "%d B" % imports[form]["all_alloc"],
          "%d B" % imports[form]["all_kept"]] for form in ("py", "mpy")]))
+    https = imports["https_mpy"]
+    lines.append("JobsHttpsClient alone (.mpy, no umqtt): %d B allocated, %d B kept"
+                 % (https["core_alloc"], https["all_kept"]))
     lines.append("")
     calls = figures["calls"]
     lines.append(table(["call (GC off)", "first: allocated", "first: kept", "steady: allocated per call"], [

@@ -184,6 +184,8 @@ class JobsHttpsClient:
         rx_buffer=4096,
         max_response=131072,
         spill="iotjobs_rx",
+        wlan=None,
+        wlan_ms=15000,
         backoff_floor_ms=1000,
         backoff_ceiling_ms=120000,
         backoff_factor=2,
@@ -198,6 +200,9 @@ class JobsHttpsClient:
         self.max_response = max_response
         # Responses bigger than the buffer go to this file, the job document in them to spill + "_doc.json".
         self.spill = spill
+        # With the station interface, a call first brings WiFi back, waiting up to wlan_ms (within its time).
+        self.wlan = wlan
+        self.wlan_ms = wlan_ms
         self.backoff_floor_ms = backoff_floor_ms
         self.backoff_ceiling_ms = backoff_ceiling_ms
         self.backoff_factor = backoff_factor
@@ -365,6 +370,9 @@ class JobsHttpsClient:
         return head.encode() + body
 
     def _open(self, deadline):
+        wait_ms = min(self.wlan_ms, time.ticks_diff(deadline, time.ticks_ms()))
+        if not net.wlan_up(self.wlan, wait_ms):
+            raise OSError("WiFi did not come up: waited %d ms" % wait_ms)
         address = usocket.getaddrinfo(self.host, self.port)[0][-1]
         raw = usocket.socket()
         try:

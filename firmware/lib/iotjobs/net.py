@@ -1,4 +1,4 @@
-"""What both transports do on the network: socket reads and writes bounded by a deadline, and retry backoff."""
+"""What both transports do on the network: WiFi back up, socket reads and writes bounded by a deadline, backoff."""
 
 import random
 import time
@@ -18,6 +18,25 @@ def backoff_ms(attempt, floor_ms, ceiling_ms, factor, rand=None):
             break
     # Full jitter spreads a fleet that lost the service at the same moment over the whole window.
     return (rand or random.randrange)(cap + 1) if cap > 0 else 0
+
+
+def wlan_up(wlan, wait_ms):
+    """Whether WiFi is up (or wlan None): else ask the radio to reconnect, then wait for it up to wait_ms."""
+    if wlan is None or wlan.isconnected():
+        return True
+    try:
+        # Asking again while the radio is still on its way makes an ESP32 start over.
+        if getattr(wlan, "status", None) is None or wlan.status() != getattr(wlan, "STAT_CONNECTING", 1001):
+            wlan.active(True)
+            wlan.connect()
+    except OSError:
+        pass
+    deadline = time.ticks_add(time.ticks_ms(), wait_ms)
+    while not wlan.isconnected():
+        if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
+            return False
+        time.sleep_ms(50)
+    return True
 
 
 # The socket stays non-blocking and waits are poll()s with a deadline, since a TLS socket on MicroPython has no

@@ -191,24 +191,11 @@ class Session:
             raise self.last_error or OSError("connect failed")
 
     def _wlan_up(self, budget_ms):
-        """Bring WiFi back first: ask the radio to reconnect, then wait for it up to wlan_ms (or the budget)."""
-        wlan = self.wlan
-        if wlan is None or wlan.isconnected():
+        """Bring WiFi back first, waiting for it up to wlan_ms (or the budget)."""
+        if net.wlan_up(self.wlan, min(self.wlan_ms, budget_ms)):
             return True
-        try:
-            # Asking again while the radio is still on its way makes an ESP32 start over.
-            if getattr(wlan, "status", None) is None or wlan.status() != getattr(wlan, "STAT_CONNECTING", 1001):
-                wlan.active(True)
-                wlan.connect()
-        except OSError:
-            pass
-        deadline = time.ticks_add(time.ticks_ms(), min(self.wlan_ms, budget_ms))
-        while not wlan.isconnected():
-            if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
-                self.wifi_waits += 1
-                return False
-            time.sleep_ms(50)
-        return True
+        self.wifi_waits += 1
+        return False
 
     def _open(self):
         try:
