@@ -316,3 +316,12 @@ def test_cancel_while_the_board_is_off_mid_download_drops_the_update(board, serv
     assert done["boot"] == "ota_0" and done["outcome"] is None and done["states"] == ["idle"]
     assert [status for status, _ in terminal(service, thing_name, job_id)] == ["CANCELED"]
     assert board.otadata() == FACTORY_OTADATA
+
+
+def test_nothing_of_ota_is_loaded_until_an_ota_job_runs(runtime, tmp_path):
+    script = tmp_path / "imports.py"
+    script.write_text("import json, sys\nimport iotjobs, iotjobs.runner, iotjobs.handlers\n"
+                      "loaded = [m for m in ('iotjobs.ota', 'esp32') if m in sys.modules]\n"
+                      "print('RESULT loaded', json.dumps(loaded))\n")
+    done = run(runtime, script)
+    assert done.returncode == 0 and done["loaded"] == [], done.stdout + done.stderr
