@@ -1,12 +1,14 @@
-"""A board that takes firmware updates: the test esp32's power-on, then the runner with the ota handler.
+"""A board that takes firmware updates: the test esp32's power-on, then the runner with the ota and download handlers.
 
 Usage: ota_board.py MODE HOST PORT THING STATE_DIR. MODE "job" runs until one execution ends, "step" runs one
 runner step (a start_next and what it starts), "boot" only powers on. ESP32_* in the environment set up the test
 esp32 (flash folder, partitions, a power cut); OTA_SELF_TEST=fail makes the self-test fail, =cut cuts the power
-during it. Prints `RESULT boot <label>`, the runner's results, then `RESULT version <v>` of the running firmware.
+during it; DOWNLOAD_MAX raises the download handler's size limit. Prints `RESULT boot <label>`, the runner's
+results, then `RESULT version <v>` of the running firmware.
 """
 
 import json
+import os
 import sys
 
 import esp32  # importing it is the power-on: the bootloader picks the app partition, maybe rolls back
@@ -33,8 +35,6 @@ def reset():
 
 
 def self_test():
-    import os
-
     how = os.getenv("OTA_SELF_TEST")
     if how == "cut":
         esp32.power_cut("during the self-test")  # type: ignore[attr-defined]  # the test esp32's own
@@ -57,11 +57,12 @@ def main():
         emit("version", firmware_version())
         return
     handlers.OTA_SELF_TEST = self_test
+    handlers.DOWNLOAD_MAX = int(os.getenv("DOWNLOAD_MAX") or handlers.DOWNLOAD_MAX)
     jc = JobsClient(MQTTClient(thing + "-device", host, port, keepalive=60), thing, timeout_ms=5000)
     jc.connect()
     states: list = []
-    runner = Runner(jc, {"ota": handlers.ota}, state_path=state_dir + "/state.json", on_state=states.append,
-                    reset=reset)
+    table = {"ota": handlers.ota, "download": handlers.download}
+    runner = Runner(jc, table, state_path=state_dir + "/state.json", on_state=states.append, reset=reset)
     if mode == "step":
         emit("outcome", runner.step())
     else:
