@@ -12,7 +12,6 @@ import os
 import socket
 import struct
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,15 +54,10 @@ def thing_name() -> str:
 
 
 @pytest.fixture
-def service(mosquitto: Mosquitto, thing_name: str, tmp_path: Path) -> Iterator[JobsService]:
-    """A Jobs service whose S3 stand-in is tmp_path/files, serving presigned URLs over HTTP."""
-    (tmp_path / "files" / BUCKET).mkdir(parents=True)
-    jobs = JobsService(mosquitto.host, mosquitto.port, http=("127.0.0.1", 0), files=tmp_path / "files").start()
-    jobs.create_thing(thing_name)
-    try:
-        yield jobs
-    finally:
-        jobs.stop()
+def service(jobs_http: JobsService, tmp_path: Path) -> JobsService:
+    """The Jobs service whose S3 stand-in is tmp_path/files (conftest's), serving presigned URLs over HTTP."""
+    (tmp_path / "files" / BUCKET).mkdir()
+    return jobs_http
 
 
 @dataclass
