@@ -23,6 +23,7 @@ import pytest
 
 from localjobs.broker import Mosquitto
 from localjobs.clock import ManualClock
+from localjobs.model import thing_arn
 from localjobs.service import JobsService
 
 DEFAULT_DOCUMENT: dict[str, Any] = {"operation": "test"}
@@ -75,7 +76,7 @@ def make_job(
     **options: Any,
 ) -> dict[str, Any]:
     service.create_thing(thing)
-    return service.create_job(job_id, [thing], DEFAULT_DOCUMENT if document is None else document, **options)
+    return service.create_job(job_id, [thing_arn(thing)], DEFAULT_DOCUMENT if document is None else document, **options)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import pytest
 
 import deploy
 from localjobs.broker import Mosquitto
+from localjobs.model import thing_arn
 from localjobs.service import JobsService
 from vboard import VirtualBoard
 
@@ -249,7 +250,7 @@ def test_the_deployed_board_runs_a_job_over_mutual_tls_from_pem_files(tmp_path: 
             done = run_deploy("--board", "unix", "--port", board.path, "--config", str(config), "--certs", str(pki))
             assert done.returncode == 0, done.stdout + done.stderr
             service.create_thing("my-thing")
-            service.create_job("greet-tls", ["my-thing"], {"operation": "greet", "message": "over TLS"})
+            service.create_job("greet-tls", [thing_arn("my-thing")], {"operation": "greet", "message": "over TLS"})
             ran = mpremote(board, "exec", "import main")
             assert "board: connected to localhost:%d as my-thing" % broker.port in ran.stdout, ran.stdout + ran.stderr
             assert "board: done: 1 job(s)" in ran.stdout

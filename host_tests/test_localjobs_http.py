@@ -157,6 +157,20 @@ def test_associate_targets_with_continuous_job(iot: Any, iot_data: Any, thing_na
     fails("ResourceNotFoundException", 404, iot.associate_targets_with_job, jobId="nope", targets=[group_arn("g1")])
 
 
+def test_a_bare_thing_name_in_targets_is_refused_naming_it(iot: Any, thing_name: str) -> None:
+    error = fails("InvalidRequestException", 400, iot.create_job, jobId="j1", targets=[thing_name], document=DOC)
+    assert error["Error"]["Message"] == (
+        f"Invalid target {thing_name}: targets are thing or thing group ARNs, not names "
+        f"(thing {thing_name} is {thing_arn(thing_name)})"
+    )
+    iot.create_job(jobId="c1", targets=[thing_arn(thing_name)], document=DOC, targetSelection="CONTINUOUS")
+    iot.create_thing_group(thingGroupName="g1")
+    error = fails("InvalidRequestException", 400, iot.associate_targets_with_job, jobId="c1", targets=["g1"])
+    assert error["Error"]["Message"].startswith("Invalid target g1: targets are thing or thing group ARNs")
+    assert [j["jobId"] for j in iot.list_jobs()["jobs"]] == ["c1"]
+    assert iot.describe_job(jobId="c1")["job"]["targets"] == [thing_arn(thing_name)]
+
+
 def test_list_job_executions(iot: Any, iot_data: Any, thing_name: str) -> None:
     iot.create_thing(thingName="t2")
     job(iot, "j1", thing_name, "t2")

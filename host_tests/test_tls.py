@@ -16,6 +16,7 @@ import pytest
 
 from device import PORTABLE, RUNTIMES, Run, run
 from localjobs.broker import Mosquitto
+from localjobs.model import thing_arn
 from localjobs.service import JobsService
 
 SCRIPT = PORTABLE / "tls_scenarios.py"
@@ -137,7 +138,7 @@ def test_a_job_through_jobs_client_over_mutual_tls(runtime, pki, thing_name):
         assert b.plain_port is not None
         with JobsService(b.host, b.plain_port) as service:
             service.create_thing(thing_name)
-            service.create_job("job-tls", [thing_name], {"operation": "x"})
+            service.create_job("job-tls", [thing_arn(thing_name)], {"operation": "x"})
             done = run(runtime, PORTABLE / "tls_job.py", "localhost", str(b.port), str(pki), thing_name,
                        heapsize=TLS_HEAP, timeout=60)
             assert done.returncode == 0, done.stdout + done.stderr

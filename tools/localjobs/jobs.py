@@ -10,6 +10,7 @@ from typing import Any
 from .checks import (
     MAX_TARGETS,
     REASON_CODE,
+    THING_NAME,
     check_abort_config,
     check_document,
     check_job_id,
@@ -355,7 +356,7 @@ class JobManagement(Scheduler):
     # ---- internals --------------------------------------------------------------------------
 
     def _resolve_targets(self, targets: Iterable[str]) -> tuple[list[str], list[str]]:
-        """(target ARNs, the things they name): thing ARNs, thing-group ARNs, or bare thing names."""
+        """(target ARNs, the things they name): each target a thing ARN or a thing-group ARN, as AWS takes them."""
         if isinstance(targets, str) or not isinstance(targets, Iterable):
             raise ApiError("InvalidRequest", "targets must be a list")
         arns: list[str] = []
@@ -367,12 +368,12 @@ class JobManagement(Scheduler):
                 group = self._group(target[len(GROUP_ARN_PREFIX) :])
                 arn = group.arn
                 names.update(dict.fromkeys(group.members))
-            elif target.startswith("arn:") and not target.startswith(THING_ARN_PREFIX):
-                raise ApiError("InvalidRequest", f"target {target} is not a thing or thing group ARN of this account")
-            else:
-                name = target[len(THING_ARN_PREFIX) :] if target.startswith("arn:") else target
+            elif target.startswith(THING_ARN_PREFIX):
+                name = target[len(THING_ARN_PREFIX) :]
                 arn = self._thing(name).arn
                 names[name] = None
+            else:
+                raise ApiError("InvalidRequest", not_a_target(target))
             if arn not in arns:
                 arns.append(arn)
         if not arns:
@@ -454,6 +455,19 @@ class JobManagement(Scheduler):
         if job.document_source is not None:
             view["documentSource"] = job.document_source
         return view
+
+
+def not_a_target(target: str) -> str:
+    """Why `target` is refused, and the ARN that was probably meant."""
+    if target.startswith("arn:"):
+        return (
+            f"Invalid target {target}: targets are ARNs of things ({THING_ARN_PREFIX}NAME) "
+            f"or thing groups ({GROUP_ARN_PREFIX}NAME) of this account"
+        )
+    message = f"Invalid target {target}: targets are thing or thing group ARNs, not names"
+    if THING_NAME.fullmatch(target):
+        message += f" (thing {target} is {THING_ARN_PREFIX}{target})"
+    return message
 
 
 def management_summary(run: JobExecution) -> dict[str, Any]:

@@ -88,7 +88,9 @@ from .resources import (
     Notification,
     Thing,
     ThingGroup,
+    group_arn,
     substitute,
+    thing_arn,
 )
 from .scheduler import (
     DEFAULT_MAX_PER_MINUTE,
@@ -159,6 +161,8 @@ __all__ = [
     "management_summary",
     "execution_state",
     "check_thing_name",
+    "thing_arn",
+    "group_arn",
     "check_job_id",
     "check_status_details",
     "check_step_timeout",

@@ -59,6 +59,16 @@ PARAMETER = re.compile(r"\$\{aws:iot:parameter:([a-zA-Z0-9:_-]{1,128})\}")
 PRESIGNED = re.compile(r"\$\{aws:iot:s3-presigned-url:https://s3\.amazonaws\.com/([^/}]+)/([^}]+)\}")
 
 
+def thing_arn(name: str) -> str:
+    """The ARN a job's `targets` name a thing by (CreateJob refuses bare names, as AWS does)."""
+    return THING_ARN_PREFIX + name
+
+
+def group_arn(name: str) -> str:
+    """The ARN a job's `targets` name a thing group by."""
+    return GROUP_ARN_PREFIX + name
+
+
 class ApiError(Exception):
     """A rejected request: `code` is one of ERROR_CODES (or RESOURCE_ALREADY_EXISTS)."""
 
