@@ -171,6 +171,43 @@ def test_a_bare_thing_name_in_targets_is_refused_naming_it(iot: Any, thing_name:
     assert iot.describe_job(jobId="c1")["job"]["targets"] == [thing_arn(thing_name)]
 
 
+EXECUTION_STATUSES = "QUEUED, IN_PROGRESS, SUCCEEDED, FAILED, TIMED_OUT, REJECTED, REMOVED, CANCELED"
+
+
+@pytest.mark.parametrize(
+    ("client", "call", "args", "where", "values"),
+    [
+        ("iot", "list_jobs", {"status": "SUCCEEDED"}, "status",
+         "IN_PROGRESS, CANCELED, COMPLETED, DELETION_IN_PROGRESS, SCHEDULED"),
+        ("iot", "list_jobs", {"targetSelection": "ONCE"}, "targetSelection", "CONTINUOUS, SNAPSHOT"),
+        ("iot", "create_job", {"jobId": "j2", "targets": "THING", "document": DOC, "targetSelection": "ONCE"},
+         "targetSelection", "CONTINUOUS, SNAPSHOT"),
+        ("iot", "list_job_executions_for_job", {"jobId": "j1", "status": "DONE"}, "status", EXECUTION_STATUSES),
+        ("iot", "list_job_executions_for_thing", {"thingName": "THING", "status": "DONE"}, "status",
+         EXECUTION_STATUSES),
+        ("iot", "update_job", {"jobId": "j1", "abortConfig": {"criteriaList": [
+            {"action": "CANCEL", "failureType": "SOME", "minNumberOfExecutedThings": 1, "thresholdPercentage": 5}]}},
+         "abortConfig.criteriaList.1.member.failureType", "FAILED, REJECTED, TIMED_OUT, ALL"),
+        ("iot-jobs-data", "update_job_execution", {"thingName": "THING", "jobId": "j1", "status": "DONE"}, "status",
+         EXECUTION_STATUSES),
+    ],
+)
+def test_an_unknown_enum_value_lists_the_valid_ones(
+    iot: Any, iot_data: Any, thing_name: str, client: str, call: str, args: dict[str, Any], where: str, values: str
+) -> None:
+    job(iot, "j1", thing_name)
+    things = {"thingName": thing_name, "targets": [thing_arn(thing_name)]}
+    args = {key: things[key] if value == "THING" else value for key, value in args.items()}
+    member = where.rsplit(".", 1)[-1]
+    bad = args.get(member) or args["abortConfig"]["criteriaList"][0][member]
+    error = fails("InvalidRequestException", 400, getattr(iot if client == "iot" else iot_data, call), **args)
+    assert error["Error"]["Message"] == (
+        f"1 validation error detected: Value '{bad}' at '{where}' failed to satisfy constraint: "
+        f"Member must satisfy enum value set: [{values}]"
+    )
+    assert [j["jobId"] for j in iot.list_jobs()["jobs"]] == ["j1"]
+
+
 def test_list_job_executions(iot: Any, iot_data: Any, thing_name: str) -> None:
     iot.create_thing(thingName="t2")
     job(iot, "j1", thing_name, "t2")

@@ -583,6 +583,109 @@ def test_list_jobs_filters_by_status(model: JobsModel) -> None:
     assert [j["jobId"] for j in model.list_jobs(status="CANCELED")] == ["j2"]
 
 
+# ---- unknown enum values and members are refused with the values that would do ---------------------
+
+JOB_STATUSES = "IN_PROGRESS, CANCELED, COMPLETED, DELETION_IN_PROGRESS, SCHEDULED"
+EXECUTION_STATUSES = "QUEUED, IN_PROGRESS, SUCCEEDED, FAILED, TIMED_OUT, REJECTED, REMOVED, CANCELED"
+
+
+def enum_error(value: str, where: str, values: str) -> str:
+    return (
+        f"1 validation error detected: Value '{value}' at '{where}' failed to satisfy constraint: "
+        f"Member must satisfy enum value set: [{values}]"
+    )
+
+
+def criterion(**changes: Any) -> dict[str, Any]:
+    return {"action": "CANCEL", "failureType": "FAILED", "minNumberOfExecutedThings": 1, "thresholdPercentage": 50,
+            **changes}
+
+
+@pytest.mark.parametrize(
+    ("method", "args", "options", "message"),
+    [
+        ("list_jobs", (), {"status": "SUCCEEDED"}, enum_error("SUCCEEDED", "status", JOB_STATUSES)),
+        ("list_jobs", (), {"target_selection": "ONCE"}, enum_error("ONCE", "targetSelection", "CONTINUOUS, SNAPSHOT")),
+        ("create_job", ("j2", [THING_ARN + "t1"], DOC), {"target_selection": "ONCE"},
+         enum_error("ONCE", "targetSelection", "CONTINUOUS, SNAPSHOT")),
+        ("list_job_executions_for_job", ("j1",), {"status": "DONE"}, enum_error("DONE", "status", EXECUTION_STATUSES)),
+        ("list_job_executions_for_thing", ("t1",), {"status": "done"},
+         enum_error("done", "status", EXECUTION_STATUSES)),
+        ("update", ("t1", "j1", "DONE"), {}, enum_error("DONE", "status", EXECUTION_STATUSES)),
+        ("update", ("t1", "j1", "QUEUED"), {},
+         "status must be one of IN_PROGRESS, FAILED, SUCCEEDED, REJECTED, not 'QUEUED'"),
+        ("create_job", ("j2", [THING_ARN + "t1"], DOC), {"abort_config": {"criteriaList": [criterion(action="STOP")]}},
+         enum_error("STOP", "abortConfig.criteriaList.1.member.action", "CANCEL")),
+        ("update_job", ("j1",), {"abort_config": {"criteriaList": [criterion(), criterion(failureType="BAD")]}},
+         enum_error("BAD", "abortConfig.criteriaList.2.member.failureType", "FAILED, REJECTED, TIMED_OUT, ALL")),
+        ("create_job", ("j2", [THING_ARN + "t1"], DOC), {"abort_config": {"criteriaList": [criterion(action=None)]}},
+         "1 validation error detected: Value null at 'abortConfig.criteriaList.1.member.action' failed to satisfy "
+         "constraint: Member must satisfy enum value set: [CANCEL]"),
+        ("create_job", ("j2", [THING_ARN + "t1"], DOC), {"abort_config": {"criteriaList": [criterion(failed=1)]}},
+         'Unknown parameter in abortConfig.criteriaList[0]: "failed", must be one of: '
+         "failureType, action, thresholdPercentage, minNumberOfExecutedThings"),
+        ("create_job", ("j2", [THING_ARN + "t1"], DOC), {"rollout_config": {"maxPerMinute": 5}},
+         'Unknown parameter in jobExecutionsRolloutConfig: "maxPerMinute", must be one of: '
+         "maximumPerMinute, exponentialRate"),
+        ("update_job", ("j1",),
+         {"rollout_config": {"exponentialRate": {"baseRatePerMinute": 1, "incrementFactor": 2,
+                                                 "rateIncreaseCriteria": {"numberOfFailedThings": 2}}}},
+         'Unknown parameter in jobExecutionsRolloutConfig.exponentialRate.rateIncreaseCriteria: '
+         '"numberOfFailedThings", must be one of: numberOfNotifiedThings, numberOfSucceededThings'),
+        ("create_job", ("j2", [THING_ARN + "t1"], DOC),
+         {"rollout_config": {"exponentialRate": {"baseRatePerMinute": 1, "incrementFactor": 2, "rate": 3,
+                                                 "rateIncreaseCriteria": {"numberOfNotifiedThings": 2}}}},
+         'Unknown parameter in jobExecutionsRolloutConfig.exponentialRate: "rate", must be one of: '
+         "baseRatePerMinute, incrementFactor, rateIncreaseCriteria"),
+        ("create_job", ("j2", [THING_ARN + "t1"], DOC), {"timeout_config": {"inProgressTimeoutMinutes": 5}},
+         'Unknown parameter in timeoutConfig: "inProgressTimeoutMinutes", must be one of: inProgressTimeoutInMinutes'),
+        ("update_job", ("j1",), {"presigned_url_config": {"expiresIn": 60}},
+         'Unknown parameter in presignedUrlConfig: "expiresIn", must be one of: roleArn, expiresInSec'),
+    ],
+)
+def test_an_unknown_value_or_member_is_refused_with_the_valid_ones(
+    model: JobsModel, method: str, args: tuple[Any, ...], options: dict[str, Any], message: str
+) -> None:
+    add_jobs(model, "j1")
+    before = model.to_records()
+    error = rejects("InvalidRequest", getattr(model, method), *args, **options)
+    assert error.message == message
+    assert model.to_records() == before and notes(model) == []
+
+
+def test_every_enum_value_aws_takes_is_a_valid_filter(model: JobsModel) -> None:
+    add_jobs(model, "j1")
+    for status in JOB_STATUSES.split(", "):
+        assert [j["jobId"] for j in model.list_jobs(status=status)] == (["j1"] if status == "IN_PROGRESS" else [])
+    for status in EXECUTION_STATUSES.split(", "):
+        assert len(model.list_job_executions_for_job("j1", status=status)) == (status == "QUEUED")
+
+
+def test_the_enums_listed_are_those_of_aws_own_models() -> None:
+    from botocore.loaders import Loader
+
+    shapes = Loader().load_service_model("iot", "service-2")["shapes"]
+    assert JOB_STATUSES.split(", ") == shapes["JobStatus"]["enum"]
+    assert EXECUTION_STATUSES.split(", ") == shapes["JobExecutionStatus"]["enum"]
+    assert ["CONTINUOUS", "SNAPSHOT"] == shapes["TargetSelection"]["enum"]
+    assert ["CANCEL"] == shapes["AbortAction"]["enum"]
+    assert ["FAILED", "REJECTED", "TIMED_OUT", "ALL"] == shapes["JobExecutionFailureType"]["enum"]
+    device = Loader().load_service_model("iot-jobs-data", "service-2")["shapes"]
+    assert EXECUTION_STATUSES.split(", ") == device["JobExecutionStatus"]["enum"]
+    members = {name: list(shapes[name]["members"]) for name in (
+        "JobExecutionsRolloutConfig", "ExponentialRolloutRate", "RateIncreaseCriteria", "AbortConfig",
+        "AbortCriteria", "TimeoutConfig", "PresignedUrlConfig")}
+    assert members == {
+        "JobExecutionsRolloutConfig": ["maximumPerMinute", "exponentialRate"],
+        "ExponentialRolloutRate": ["baseRatePerMinute", "incrementFactor", "rateIncreaseCriteria"],
+        "RateIncreaseCriteria": ["numberOfNotifiedThings", "numberOfSucceededThings"],
+        "AbortConfig": ["criteriaList"],
+        "AbortCriteria": ["failureType", "action", "thresholdPercentage", "minNumberOfExecutedThings"],
+        "TimeoutConfig": ["inProgressTimeoutInMinutes"],
+        "PresignedUrlConfig": ["roleArn", "expiresInSec"],
+    }
+
+
 def test_cancel_job_cancels_queued_and_leaves_in_progress(model: JobsModel) -> None:
     model.create_job("j1", [thing_arn("t1"), thing_arn("t2")], DOC)
     model.start_next("t1")

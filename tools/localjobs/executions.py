@@ -6,12 +6,13 @@ import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .checks import check_job_id, check_status_details, check_step_timeout, check_thing_name
+from .checks import check_enum, check_job_id, check_status_details, check_step_timeout, check_thing_name
 from .resources import (
     ABORT_FAILURES,
     CANCELED,
     DEVICE_STATUSES,
     EXECUTED,
+    EXECUTION_STATUSES,
     IN_PROGRESS,
     JOB_CANCELED,
     JOB_COMPLETED,
@@ -102,7 +103,8 @@ class Executions(ModelState):
     ) -> dict[str, Any]:
         check_thing_name(thing)
         check_job_id(job_id)
-        if not isinstance(status, str) or status not in DEVICE_STATUSES:
+        check_enum(status, EXECUTION_STATUSES, "status")
+        if status not in DEVICE_STATUSES:
             raise ApiError(
                 "InvalidRequest",
                 f"status must be one of IN_PROGRESS, FAILED, SUCCEEDED, REJECTED, not {status!r}",

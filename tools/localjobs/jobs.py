@@ -13,6 +13,7 @@ from .checks import (
     THING_NAME,
     check_abort_config,
     check_document,
+    check_enum,
     check_job_id,
     check_parameters,
     check_presigned_url_config,
@@ -32,13 +33,14 @@ from .resources import (
     IN_PROGRESS,
     JOB_COMPLETED,
     JOB_IN_PROGRESS,
-    JOB_STATUSES,
+    JOB_STATUS_VALUES,
     PARAMETER,
     QUEUED,
     REJECTED,
     REMOVED,
     RESOURCE_ALREADY_EXISTS,
     SUCCEEDED,
+    TARGET_SELECTIONS,
     TERMINAL,
     THING_ARN_PREFIX,
     TIMED_OUT,
@@ -81,8 +83,7 @@ class JobManagement(Scheduler):
         if parameters:
             parsed = substitute(raw_parsed, PARAMETER, lambda m: parameters.get(m.group(1), m.group(0)))
             text = json.dumps(parsed)
-        if target_selection not in ("SNAPSHOT", "CONTINUOUS"):
-            raise ApiError("InvalidRequest", "targetSelection must be SNAPSHOT or CONTINUOUS")
+        check_enum(target_selection, TARGET_SELECTIONS, "targetSelection")
         check_text("description", description)
         timeouts = check_timeout_config(timeout_config)
         presigned = check_presigned_url_config(presigned_url_config)
@@ -146,10 +147,10 @@ class JobManagement(Scheduler):
         thing_group_id: str | None = None,
     ) -> list[dict[str, Any]]:
         """JobSummary objects in creation order."""
-        if status is not None and status not in JOB_STATUSES:
-            raise ApiError("InvalidRequest", f"unknown job status {status!r}")
-        if target_selection is not None and target_selection not in ("SNAPSHOT", "CONTINUOUS"):
-            raise ApiError("InvalidRequest", f"unknown targetSelection {target_selection!r}")
+        if status is not None:
+            check_enum(status, JOB_STATUS_VALUES, "status")
+        if target_selection is not None:
+            check_enum(target_selection, TARGET_SELECTIONS, "targetSelection")
         group_arns: set[str] | None = None
         if thing_group_name is not None or thing_group_id is not None:
             group_arns = {

@@ -30,6 +30,11 @@ JOB_IN_PROGRESS = "IN_PROGRESS"
 JOB_CANCELED = "CANCELED"
 JOB_COMPLETED = "COMPLETED"
 JOB_STATUSES = (JOB_IN_PROGRESS, JOB_CANCELED, JOB_COMPLETED)
+# The enums requests are checked against, in AWS's order (botocore's iot model): an unknown value gets them all
+# listed. A job is never SCHEDULED or DELETION_IN_PROGRESS here, yet filtering on them is valid, as in AWS.
+JOB_STATUS_VALUES = (JOB_IN_PROGRESS, JOB_CANCELED, JOB_COMPLETED, "DELETION_IN_PROGRESS", "SCHEDULED")
+TARGET_SELECTIONS = ("CONTINUOUS", "SNAPSHOT")
+ABORT_ACTIONS = ("CANCEL",)
 ABORT_FAILURES = {
     "FAILED": frozenset({FAILED}),
     "REJECTED": frozenset({REJECTED}),
