@@ -195,6 +195,90 @@ def test_abort_all_counts_every_failure_type(model: JobsModel, clock: ManualCloc
     assert statuses(model, "j1") == {"t0": "REJECTED", "t1": "TIMED_OUT", "t2": "CANCELED"}
 
 
+# ---- jobProcessDetails.processingTargets ------------------------------------------------------
+
+
+def processing(model: JobsModel, job_id: str) -> list[str] | None:
+    """processingTargets as thing names, None when DescribeJob leaves it out; checked against the counts."""
+    details = model.describe_job(job_id)["jobProcessDetails"]
+    targets = details.get("processingTargets")
+    assert len(targets or []) == details["numberOfInProgressThings"]
+    assert model.index_errors() == []
+    return None if targets is None else [t.removeprefix(thing_arn("")) for t in targets]
+
+
+def test_processing_targets_are_the_things_executing_the_job_now(model: JobsModel, clock: ManualClock) -> None:
+    timeouts = {"inProgressTimeoutInMinutes": 1}
+    model.create_job("j1", [thing_arn(f"t{n}") for n in range(6)], DOC, timeout_config=timeouts)
+    assert processing(model, "j1") is None  # QUEUED is awaiting execution, not executing
+    model.start_next("t3")
+    model.update("t1", "j1", "IN_PROGRESS", {"step": "1"})
+    model.start_next("t4")
+    assert processing(model, "j1") == ["t1", "t3", "t4"]  # in the order the job queued them
+    model.update("t1", "j1", "IN_PROGRESS", {"step": "2"})  # still executing: no change
+    model.update("t3", "j1", "SUCCEEDED")
+    assert processing(model, "j1") == ["t1", "t4"]
+    model.update("t4", "j1", "FAILED")
+    model.start_next("t0")
+    model.start_next("t5")
+    model.cancel_job_execution("j1", "t5", force=True)
+    model.delete_thing("t0")  # REMOVED
+    assert processing(model, "j1") == ["t1"]
+    clock.advance(60)
+    model.tick()  # t1 times out
+    assert processing(model, "j1") is None
+    model.start_next("t2")
+    assert processing(model, "j1") == ["t2"]
+    model.delete_job_execution("j1", "t2", 1, force=True)
+    assert processing(model, "j1") is None
+    assert model.describe_job("j1")["status"] == "COMPLETED"
+
+
+def test_processing_targets_follow_executions_of_continuous_jobs_and_cancels(model: JobsModel) -> None:
+    model.create_thing_group("fleet")
+    model.add_thing_to_thing_group("fleet", "t0")
+    model.create_job("c1", [GROUP + "fleet"], DOC, target_selection="CONTINUOUS")
+    model.start_next("t0")
+    model.update("t0", "c1", "REJECTED")
+    model.add_thing_to_thing_group("fleet", "t1")
+    model.start_next("t1")
+    assert processing(model, "c1") == ["t1"]
+    model.remove_thing_from_thing_group("fleet", "t1")  # its execution becomes REMOVED
+    assert processing(model, "c1") is None
+    model.add_thing_to_thing_group("fleet", "t1")  # execution number 2
+    model.start_next("t1")
+    model.remove_thing_from_thing_group("fleet", "t0")
+    model.add_thing_to_thing_group("fleet", "t0")  # queued after t1's second execution
+    model.start_next("t0")
+    assert processing(model, "c1") == ["t1", "t0"]
+    model.delete_job_execution("c1", "t1", 1)  # an older execution: the latest still counts
+    model.delete_job_execution("c1", "t0", 1)
+    assert processing(model, "c1") == ["t1", "t0"]
+    model.cancel_job("c1")  # without force, IN_PROGRESS carries on
+    assert processing(model, "c1") == ["t1", "t0"]
+    model.cancel_job("c1", force=True)
+    assert processing(model, "c1") is None
+
+
+def test_processing_targets_survive_a_restart_and_the_recount_check_sees_a_wrong_one(
+    model: JobsModel, clock: ManualClock, tmp_path: Path
+) -> None:
+    model.create_job("j1", [thing_arn(f"t{n}") for n in range(4)], DOC)
+    for thing in ("t2", "t0", "t3"):
+        model.start_next(thing)
+    model.update("t3", "j1", "SUCCEEDED")
+    store = Store(tmp_path / "jobs.db")
+    store.save(model.to_records())
+    again = JobsModel(clock)
+    again.load_records(store.load())
+    assert processing(again, "j1") == processing(model, "j1") == ["t0", "t2"]
+    again.start_next("t1")
+    assert processing(again, "j1") == ["t0", "t1", "t2"]
+    # What IOTJOBS_LOCAL_CHECK runs after every save: the kept list against a recount of the executions.
+    again._processing["j1"].pop()
+    assert again.index_errors() == ["processing targets of j1"]
+
+
 # ---- CONTINUOUS jobs and thing groups ----------------------------------------------------------
 
 

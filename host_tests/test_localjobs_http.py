@@ -171,6 +171,19 @@ def test_a_bare_thing_name_in_targets_is_refused_naming_it(iot: Any, thing_name:
     assert iot.describe_job(jobId="c1")["job"]["targets"] == [thing_arn(thing_name)]
 
 
+def test_processing_targets_over_http(iot: Any, iot_data: Any, thing_name: str) -> None:
+    iot.create_thing(thingName="t2")
+    job(iot, "j1", thing_name, "t2")
+    assert "processingTargets" not in iot.describe_job(jobId="j1")["job"]["jobProcessDetails"]
+    iot_data.start_next_pending_job_execution(thingName="t2")
+    iot_data.start_next_pending_job_execution(thingName=thing_name)
+    details = iot.describe_job(jobId="j1")["job"]["jobProcessDetails"]
+    assert details["processingTargets"] == [thing_arn(thing_name), thing_arn("t2")]
+    assert (details["numberOfInProgressThings"], details["numberOfQueuedThings"]) == (2, 0)
+    iot_data.update_job_execution(thingName="t2", jobId="j1", status="SUCCEEDED")
+    assert iot.describe_job(jobId="j1")["job"]["jobProcessDetails"]["processingTargets"] == [thing_arn(thing_name)]
+
+
 EXECUTION_STATUSES = "QUEUED, IN_PROGRESS, SUCCEEDED, FAILED, TIMED_OUT, REJECTED, REMOVED, CANCELED"
 
 

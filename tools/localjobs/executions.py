@@ -160,10 +160,9 @@ class Executions(ModelState):
             last_updated_at=now,
         )
         run.history.append(change(run, "created"))
-        counts = self._counts[job.job_id]
         if runs:
-            counts[runs[-1].status] -= 1
-        counts[QUEUED] += 1
+            self._tally(runs[-1], runs[-1].status, None)
+        self._tally(run, None, QUEUED)
         runs.append(run)
         self._by_thing.setdefault(thing, []).append(run)
         self._pending.setdefault(thing, []).append(run)
@@ -182,8 +181,7 @@ class Executions(ModelState):
         old, run.status = run.status, status
         if old != status:
             if self.executions[run.job_id][run.thing_name][-1] is run:
-                self._counts[run.job_id][old] -= 1
-                self._counts[run.job_id][status] += 1
+                self._tally(run, old, status)
             if old in PENDING and status not in PENDING:
                 self._pending[run.thing_name].remove(run)
                 self._open[run.job_id] -= 1

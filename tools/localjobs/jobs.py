@@ -112,6 +112,7 @@ class JobManagement(Scheduler):
         self.executions[job_id] = {}
         self._counts[job_id] = dict.fromkeys(EXECUTION_STATUSES, 0)
         self._open[job_id] = 0
+        self._processing[job_id] = []
         self.changed[("job", job_id)] = job
         before = self._watch(names)
         self._queue(job, names)
@@ -262,6 +263,7 @@ class JobManagement(Scheduler):
         del self.jobs[job_id]
         del self._counts[job_id]
         del self._open[job_id]
+        del self._processing[job_id]
         self.changed[("job", job_id)] = None
         self._announce(before)
 
@@ -280,9 +282,9 @@ class JobManagement(Scheduler):
         before = self._watch([thing])
         runs = self.executions[job_id][thing]
         if runs[-1] is run:
-            self._counts[job_id][run.status] -= 1
+            self._tally(run, run.status, None)
             if len(runs) > 1:
-                self._counts[job_id][runs[-2].status] += 1
+                self._tally(runs[-2], None, runs[-2].status)
         runs.remove(run)
         if not runs:
             del self.executions[job_id][thing]
@@ -434,7 +436,7 @@ class JobManagement(Scheduler):
             if value is not None:
                 view[key] = value
         counts = self._counts[job.job_id]
-        view["jobProcessDetails"] = {
+        details: dict[str, Any] = {
             "numberOfCanceledThings": counts[CANCELED],
             "numberOfSucceededThings": counts[SUCCEEDED],
             "numberOfFailedThings": counts[FAILED],
@@ -444,6 +446,12 @@ class JobManagement(Scheduler):
             "numberOfRemovedThings": counts[REMOVED],
             "numberOfTimedOutThings": counts[TIMED_OUT],
         }
+        # The things executing the job now (IN_PROGRESS), in the order the job queued them; absent, as in
+        # AWS's output, while none is.
+        processing = self._processing[job.job_id]
+        if processing:
+            details["processingTargets"] = [THING_ARN_PREFIX + thing for _, thing in processing]
+        view["jobProcessDetails"] = details
         for key, config in (
             ("timeoutConfig", job.timeout_config),
             ("presignedUrlConfig", job.presigned_url_config),
