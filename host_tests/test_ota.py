@@ -20,6 +20,7 @@ import pytest
 
 from device import PORTABLE, RUNTIMES, Run, run
 from localjobs.broker import Mosquitto
+from localjobs.model import thing_arn
 from localjobs.service import JobsService
 from test_runner import RESET_EXIT_CODE, RUNNER_HEAP
 
@@ -126,7 +127,7 @@ def put_job(service: JobsService, thing: str, tmp_path: Path, image: bytes, **do
     fields = {"operation": "ota", "url": PLACEHOLDER % (BUCKET, key), "sha256": hashlib.sha256(image).hexdigest(),
               "size": len(image), "version": "2.0.0"}
     fields.update(document)
-    service.create_job(job_id, [thing], fields)
+    service.create_job(job_id, [thing_arn(thing)], fields)
     return job_id
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from localjobs.broker import Mosquitto
+from localjobs.model import thing_arn
 from localjobs.service import JobsService
 from mpylib import ROOT, compiled_library, device_command
 
@@ -63,7 +64,7 @@ class Trials:
         folder = self.work / thing
         folder.mkdir()
         self.service.create_thing(thing)
-        self.service.create_job(thing + "-job", [thing], document)
+        self.service.create_job(thing + "-job", [thing_arn(thing)], document)
         return thing, folder
 
     def ota(self, runtime: str, kilobytes: int) -> bool:
