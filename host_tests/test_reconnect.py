@@ -302,3 +302,62 @@ def test_terminal_update_applied_before_the_link_died_succeeds_once(runtime, mos
     assert done["done"]["state"]["status"] == "SUCCEEDED"
     assert done["done"]["resent"] >= 1 and done["done"]["link_losses"] >= 1
     assert [h["status"] for h in jobs_service.history(thing_name, "job-t")] == ["QUEUED", "IN_PROGRESS", "SUCCEEDED"]
+
+
+def resend_after_the_cut(service: JobsService, proxy: FaultProxy, first_arrival: Any) -> list[dict[str, Any]]:
+    """An interceptor: the device's first update gets first_arrival(request), no answer, and a cut link."""
+    seen: list[dict[str, Any]] = []
+
+    def intercept(thing, api, topic, request, publish):
+        if api != "update":
+            return None
+        seen.append(request)
+        if len(seen) > 1:
+            return None  # the copy sent again after the reconnect: the service answers as it stands
+        first_arrival(thing, request)
+        proxy.reset()
+        return DROP
+
+    service.interceptor = intercept
+    return seen
+
+
+@pytest.mark.parametrize("status, details", [("IN_PROGRESS", None), ("IN_PROGRESS", {"pct": "60"}),
+                                             ("SUCCEEDED", {"result": "ok"})])
+def test_resent_update_the_service_had_applied_succeeds_once(runtime, mosquitto, jobs_service, thing_name, status,
+                                                             details):
+    jobs_service.create_job("job-a", [thing_name], {"operation": "x"})
+    with FaultProxy(mosquitto.host, mosquitto.port) as proxy:
+        # Applied as sent, its answer lost with the link.
+        seen = resend_after_the_cut(jobs_service, proxy, lambda thing, request: jobs_service.model.update(
+            thing, "job-a", request["status"], request.get("statusDetails"), request.get("expectedVersion")))
+        done = run(runtime, LINK_SCENARIOS, "resend", proxy.host, str(proxy.port), thing_name, "timeout_ms=10000",
+                   status, json.dumps(details) if details is not None else "-")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(seen) == 2 and seen[0] == seen[1] and done["resent"] >= 1
+    assert seen[0]["expectedVersion"] == 2
+    assert done["update"] == {"state": {"status": status, "statusDetails": details or {}, "versionNumber": 3}}
+    history = jobs_service.history(thing_name, "job-a")
+    assert [(h["status"], h["statusDetails"]) for h in history] == [
+        ("QUEUED", {}), ("IN_PROGRESS", {}), (status, details or {})]
+
+
+@pytest.mark.parametrize("status, details, other", [("IN_PROGRESS", {"pct": "60"}, {"pct": "55"}),
+                                                    ("SUCCEEDED", {"result": "ok"}, {"result": "theirs"})])
+def test_resent_update_refused_after_another_writer_moved_the_version_raises(runtime, mosquitto, jobs_service,
+                                                                             thing_name, status, details, other):
+    jobs_service.create_job("job-b", [thing_name], {"operation": "x"})
+    with FaultProxy(mosquitto.host, mosquitto.port) as proxy:
+        # Lost on its way; meanwhile another writer moved the execution to the same status, other details.
+        seen = resend_after_the_cut(jobs_service, proxy, lambda thing, request: jobs_service.model.update(
+            thing, "job-b", status, other))
+        done = run(runtime, LINK_SCENARIOS, "resend", proxy.host, str(proxy.port), thing_name, "timeout_ms=10000",
+                   status, json.dumps(details))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(seen) == 2 and done["resent"] >= 1
+    code = "VersionMismatch" if status == "IN_PROGRESS" else "InvalidStateTransition"
+    assert done["update"] == {"code": code, "execution_state": {"status": status, "statusDetails": other,
+                                                                 "versionNumber": 3}}
+    history = jobs_service.history(thing_name, "job-b")
+    assert [(h["status"], h["statusDetails"]) for h in history] == [("QUEUED", {}), ("IN_PROGRESS", {}),
+                                                                    (status, other)]
