@@ -79,7 +79,7 @@ MAX_TIMEOUT_MINUTES = 10080
 THING_NAME = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
 GROUP_NAME = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
 PARAMETER = re.compile(r"\$\{aws:iot:parameter:([a-zA-Z0-9:_-]{1,128})\}")
-PRESIGNED = re.compile(r"\$\{aws:iot:s3-presigned-url:https://s3\.amazonaws\.com/([^/}]+)/([^}]+)\}")
+PRESIGNED = re.compile(r"\$\{aws:iot:s3-presigned-url(?:-v2)?:([^}]*)\}")
 REASON_CODE = re.compile(r"[A-Z0-9_]{1,128}")
 JOB_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 DETAILS_KEY = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
@@ -227,7 +227,7 @@ class JobsModel:
         self.groups: dict[str, ThingGroup] = {}
         self.jobs: dict[str, Job] = {}
         # Hooks for documents, set by the service: read a documentSource URL as text; make the URL
-        # that replaces an s3-presigned-url placeholder (bucket, key, expiresInSec). The model does no I/O.
+        # that replaces an s3-presigned-url placeholder (placeholder, its URL, expiresInSec). The model does no I/O.
         self.fetch_document: Callable[[str], str] | None = None
         self.presign: Callable[[str, str, int], str] | None = None
         self._aborts: list[str] = []
@@ -1116,7 +1116,7 @@ class JobsModel:
             return document
         presign = self.presign
         expires = int((job.presigned_url_config or {}).get("expiresInSec", 3600))
-        return substitute(document, PRESIGNED, lambda m: presign(m.group(1), m.group(2), expires))
+        return substitute(document, PRESIGNED, lambda m: presign(m.group(0), m.group(1), expires))
 
     def _add_execution(self, job: Job, thing: str) -> JobExecution:
         runs = self.executions[job.job_id].setdefault(thing, [])
