@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -197,6 +198,46 @@ def test_link_fault_loses_nothing(runtime, mosquitto, jobs_service, thing_name, 
         assert stats["link_losses"] >= 1 and stats["connects"] >= 2, "\n".join(device.lines)
 
 
+class OneAnswerBroker:
+    """A broker that reads the CONNECT, answers it with `reply` (maybe nothing, maybe short) and hangs up."""
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        connection, _ = self.listener.accept()
+        with connection, connection.makefile("rb") as incoming:
+            incoming.read(1)  # CONNECT's first byte, then its remaining length
+            size, shift = 0, 0
+            while True:
+                byte = incoming.read(1)[0]
+                size |= (byte & 0x7F) << shift
+                shift += 7
+                if not byte & 0x80:
+                    break
+            incoming.read(size)
+            connection.sendall(self.reply)
+        self.listener.close()
+
+
+@pytest.mark.parametrize("reply, cause", [
+    (b"", "IndexError"), (b"\x20\x02", "IndexError"), (b"\x90\x03\x00\x01", "AssertionError"),
+    (b"\x20\x02\x00\x05", "MQTTException"),
+], ids=["hang-up", "short-connack", "not-a-connack", "refused"])
+def test_failed_first_connect_raises_oserror_whatever_umqtt_raised(runtime, reply, cause):
+    # What a board's main (and the soak device) catch around the first connect: power cuts found a reboot
+    # into a link that hangs up mid-CONNACK killing the device with umqtt's IndexError.
+    broker = OneAnswerBroker(reply)
+    done = run(runtime, PORTABLE / "connect_scenario.py", "127.0.0.1", str(broker.port))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done["outcome"]["type"] == "OSError", done["outcome"]
+    assert done["outcome"]["message"].startswith("connect failed: " + cause), done["outcome"]
+
+
 def test_wifi_drop_waits_for_the_link_then_carries_on(runtime, mosquitto, jobs_service, thing_name, tmp_path):
     link = tmp_path / "link"
     link.write_text("up")
@@ -254,6 +295,23 @@ def test_short_soak_loses_and_doubles_nothing(runtime):
     assert counts["jobs"] == "6" and int(counts["succeeded"]) + int(counts["failed"]) == 6, summary
     assert (counts["lost"], counts["doubled"], counts["loop_deaths"]) == ("0", "0", "0"), done.stdout
     assert int(counts["faults"]) >= 3, summary
+
+
+@pytest.mark.timeout(300)
+def test_short_soak_with_power_cuts_runs_each_job_once(runtime):
+    done = subprocess.run([str(ROOT / ".venv" / "bin" / "iotjobs-soak"), "--jobs", "6", "--runtime", runtime,
+                           "--seed", "4", "--fault-every", "0.3", "0.9", "--power-cuts", "4"],
+                          capture_output=True, text=True, timeout=280)
+    summary = done.stdout.strip().splitlines()[-1]
+    counts = dict(part.split("=") for part in summary.removeprefix("soak: ").split())
+    assert done.returncode == 0, done.stdout + done.stderr
+    # Every job ended once, as planned, through four SIGKILLs and restarts on the same flash.
+    assert counts["jobs"] == "6" and int(counts["succeeded"]) + int(counts["failed"]) == 6, summary
+    assert counts["failed"] == counts["planned_failed"], summary
+    assert (counts["lost"], counts["doubled"], counts["loop_deaths"]) == ("0", "0", "0"), done.stdout
+    assert counts["power_cuts"] == "4", done.stdout
+    cuts = next(line for line in done.stdout.splitlines() if line.startswith("soak: power cuts"))
+    assert len(cuts.split("): ", 1)[1].split(";")[0].split()) == 4, cuts
 
 
 def test_offline_updates_queue_in_order_and_the_full_queue_is_refused(runtime, mosquitto, jobs_service, thing_name):
