@@ -20,7 +20,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from localjobs import certs
 from localjobs.broker import Mosquitto
+from localjobs.certs import CertificateFolder
 from localjobs.clock import ManualClock
 from localjobs.mqtt_api import no_delay
 from localjobs.service import JobsService
@@ -631,59 +633,12 @@ def test_mosquitto_reports_why_it_could_not_start(mosquitto: Mosquitto) -> None:
         Mosquitto(port=mosquitto.port).start()
 
 
-def run_openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-@pytest.mark.skipif(not Path("/usr/bin/openssl").exists(), reason="needs openssl")
-def test_mosquitto_tls_listener_requires_a_client_certificate(tmp_path: Path) -> None:
-    key = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")  # EC keys: fast to make
-    run_openssl(
-        "req",
-        "-x509",
-        *key,
-        "-days",
-        "1",
-        "-subj",
-        "/CN=test-ca",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        cwd=tmp_path,
-    )
-    for name in ("server", "client"):
-        run_openssl(
-            "req",
-            *key,
-            "-subj",
-            f"/CN={'localhost' if name == 'server' else name}",
-            "-keyout",
-            f"{name}.key",
-            "-out",
-            f"{name}.csr",
-            cwd=tmp_path,
-        )
-        run_openssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-out",
-            f"{name}.pem",
-            cwd=tmp_path,
-        )
+def test_mosquitto_tls_listener_requires_a_client_certificate(tls_ca: CertificateFolder) -> None:
+    client_cert = certs.issue_thing(tls_ca.root, "tls-listener-client")
     tls = {
-        "cafile": tmp_path / "ca.pem",
-        "certfile": tmp_path / "server.pem",
-        "keyfile": tmp_path / "server.key",
+        "cafile": tls_ca.ca_pem,
+        "certfile": tls_ca.server_cert,
+        "keyfile": tls_ca.server_key,
         "require_certificate": True,
     }
     with Mosquitto(tls=tls) as broker:
@@ -692,11 +647,10 @@ def test_mosquitto_tls_listener_requires_a_client_certificate(tmp_path: Path) ->
             accepted, finished = threading.Event(), threading.Event()
             client = mqtt.Client(CallbackAPIVersion.VERSION2)
             client.tls_set(
-                ca_certs=str(tmp_path / "ca.pem"),
-                certfile=str(tmp_path / "client.pem") if with_cert else None,
-                keyfile=str(tmp_path / "client.key") if with_cert else None,
+                ca_certs=str(tls_ca.ca_pem),
+                certfile=str(client_cert.cert_pem) if with_cert else None,
+                keyfile=str(client_cert.key_pem) if with_cert else None,
             )
-            client.tls_insecure_set(True)  # the server certificate names localhost, we dial 127.0.0.1
 
             def on_connect(c: mqtt.Client, u: Any, f: Any, reason: Any, p: Any) -> None:
                 if not reason.is_failure:
