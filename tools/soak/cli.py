@@ -141,11 +141,18 @@ class Device:
             seen = sum(self.flash_ops[kind] for kind in kinds)
             return self.changed.wait_for(lambda: sum(self.flash_ops[kind] for kind in kinds) > seen, timeout)
 
-    def cut(self) -> None:
-        """Power gone: SIGKILL, nothing cleaned up, nothing flushed but what the process already wrote."""
-        self.cutting = True
+    def cut(self) -> bool:
+        """Power gone: SIGKILL, nothing cleaned up, nothing flushed but what the process already wrote.
+
+        False, and nothing done, if the process had already ended by itself: that is for the soak to see.
+        """
+        with self.changed:
+            if self.process.poll() is not None:
+                return False
+            self.cutting = True
         self.process.kill()
         self.process.wait()
+        return True
 
     def restart(self) -> None:
         self.start()
@@ -213,9 +220,8 @@ class PowerCuts:
             else:
                 self.device.wait_flash_op(ops, 3)
                 self.stop.wait(self.rng.uniform(0, self.WINDOW_S[ops[0]]))
-            if self.stop.is_set():
+            if self.stop.is_set() or not self.device.cut():
                 return
-            self.device.cut()
             self.count += 1
             left = unfinished_writes(self.device.flash)
             torn = any(half_written(content) for content in left.values())
