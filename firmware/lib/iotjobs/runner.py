@@ -349,8 +349,10 @@ class Runner:
             outcome = status.lower()
         except JobsError as e:
             state = e.execution_state or {}
-            if e.code == "InvalidStateTransition" and state.get("status") == status:
-                outcome = status.lower()  # an earlier attempt got through; its answer was lost
+            if e.code == "InvalidStateTransition" and state.get("status") == status and \
+                    state.get("statusDetails") == details:
+                # An earlier attempt got through (before a reset, or still queued in the client); its answer was lost.
+                outcome = status.lower()
             elif e.code in _GONE:
                 outcome = "canceled"
             elif e.code in _BUSY:
