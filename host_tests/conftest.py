@@ -27,6 +27,7 @@ from localjobs import certs
 from localjobs.broker import Mosquitto
 from localjobs.certs import CertificateFolder
 from localjobs.clock import ManualClock
+from localjobs.model import thing_arn
 from localjobs.service import JobsService
 
 DEFAULT_DOCUMENT: dict[str, Any] = {"operation": "test"}
@@ -79,7 +80,7 @@ def make_job(
     **options: Any,
 ) -> dict[str, Any]:
     service.create_thing(thing)
-    return service.create_job(job_id, [thing], DEFAULT_DOCUMENT if document is None else document, **options)
+    return service.create_job(job_id, [thing_arn(thing)], DEFAULT_DOCUMENT if document is None else document, **options)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import deploy
 from localjobs import certs
 from localjobs.broker import Mosquitto
 from localjobs.certs import CertificateFolder
+from localjobs.model import thing_arn
 from localjobs.service import JobsService
 from vboard import VirtualBoard
 
@@ -233,7 +234,7 @@ def test_the_deployed_board_runs_a_job_over_mutual_tls_from_pem_files(tmp_path: 
                           "--certs", str(tls_ca.root))
         assert done.returncode == 0, done.stdout + done.stderr
         service.create_thing("my-thing")
-        service.create_job("greet-tls", ["my-thing"], {"operation": "greet", "message": "over TLS"})
+        service.create_job("greet-tls", [thing_arn("my-thing")], {"operation": "greet", "message": "over TLS"})
         ran = mpremote(board, "exec", "import main")
         assert "board: connected to localhost:%d as my-thing" % port in ran.stdout, ran.stdout + ran.stderr
         assert "board: done: 1 job(s)" in ran.stdout
@@ -262,7 +263,7 @@ def test_the_deployed_board_runs_a_job_over_https(tmp_path: Path, tls_ca: Certif
                           "--certs", str(tls_ca.root))
         assert done.returncode == 0, done.stdout + done.stderr
         service.create_thing("my-thing")
-        service.create_job("greet-https", ["my-thing"], {"operation": "greet", "message": "over HTTPS"})
+        service.create_job("greet-https", [thing_arn("my-thing")], {"operation": "greet", "message": "over HTTPS"})
         ran = mpremote(board, "exec", "import main")
         assert "board: polling https://localhost:%d as my-thing every 200 ms" % port in ran.stdout, \
             ran.stdout + ran.stderr

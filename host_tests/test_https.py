@@ -23,6 +23,7 @@ from device import PORTABLE, RUNTIMES, Run, parse, run, start
 from faultproxy import FaultProxy
 from localjobs import certs
 from localjobs.certs import CertificateFolder
+from localjobs.model import thing_arn
 from localjobs.resources import ApiError
 from localjobs.service import JobsService
 
@@ -75,7 +76,7 @@ def proxy(jobs_tls: JobsService) -> Iterator[FaultProxy]:
 
 
 def test_full_lifecycle(runtime, jobs_tls, tls_ca, thing_name):
-    jobs_tls.create_job("job-life", [thing_name], DOC)
+    jobs_tls.create_job("job-life", [thing_arn(thing_name)], DOC)
     done = scenario(runtime, "lifecycle", jobs_tls, tls_ca, thing_name)
     pending = done["pending"]
     assert [j["jobId"] for j in pending["queuedJobs"]] == ["job-life"] and pending["inProgressJobs"] == []
@@ -93,7 +94,7 @@ def test_full_lifecycle(runtime, jobs_tls, tls_ca, thing_name):
 
 @pytest.mark.parametrize("status", ["FAILED", "REJECTED"])
 def test_failed_and_rejected(runtime, jobs_tls, tls_ca, thing_name, status):
-    jobs_tls.create_job("job-end", [thing_name], DOC)
+    jobs_tls.create_job("job-end", [thing_arn(thing_name)], DOC)
     done = scenario(runtime, "finish", jobs_tls, tls_ca, thing_name, status)
     assert done["finished"]["executionState"]["status"] == status
     assert jobs_tls.describe_job_execution(thing_name, "job-end")["statusDetails"] == {
@@ -102,7 +103,7 @@ def test_failed_and_rejected(runtime, jobs_tls, tls_ca, thing_name, status):
 
 def test_queued_jobs_start_in_order_then_nothing_is_pending(runtime, jobs_tls, tls_ca, thing_name):
     for job_id in ("job-b", "job-a", "job-c"):
-        jobs_tls.create_job(job_id, [thing_name], DOC)
+        jobs_tls.create_job(job_id, [thing_arn(thing_name)], DOC)
     assert scenario(runtime, "in_order", jobs_tls, tls_ca, thing_name)["started"] == ["job-b", "job-a", "job-c"]
     done = scenario(runtime, "nothing_pending", jobs_tls, tls_ca, thing_name)
     # $next with nothing pending is a 404 over HTTPS, and None as over MQTT.
@@ -111,7 +112,7 @@ def test_queued_jobs_start_in_order_then_nothing_is_pending(runtime, jobs_tls, t
 
 
 def test_describe_by_id_and_number(runtime, jobs_tls, tls_ca, thing_name):
-    jobs_tls.create_job("job-desc", [thing_name], DOC)
+    jobs_tls.create_job("job-desc", [thing_arn(thing_name)], DOC)
     number = jobs_tls.describe_job_execution(thing_name, "job-desc")["executionNumber"]
     done = scenario(runtime, "describe", jobs_tls, tls_ca, thing_name, "job-desc", str(number))
     assert done["full"]["jobDocument"] == DOC and done["full"]["status"] == "QUEUED"
@@ -121,7 +122,7 @@ def test_describe_by_id_and_number(runtime, jobs_tls, tls_ca, thing_name):
 
 
 def test_version_mismatch_carries_state(runtime, jobs_tls, tls_ca, thing_name):
-    jobs_tls.create_job("job-vm", [thing_name], DOC)
+    jobs_tls.create_job("job-vm", [thing_arn(thing_name)], DOC)
     done = scenario(runtime, "version_mismatch", jobs_tls, tls_ca, thing_name)
     # iot-jobs-data answers 409 InvalidStateTransitionException: the client tells it is a version mismatch.
     assert done["mismatch"]["code"] == "VersionMismatch"
@@ -132,11 +133,11 @@ def test_version_mismatch_carries_state(runtime, jobs_tls, tls_ca, thing_name):
 
 
 def test_invalid_transition_and_terminal_state(runtime, jobs_tls, tls_ca, thing_name):
-    jobs_tls.create_job("job-term", [thing_name], DOC)
+    jobs_tls.create_job("job-term", [thing_arn(thing_name)], DOC)
     done = scenario(runtime, "invalid_transition", jobs_tls, tls_ca, thing_name)
     assert done["transition"]["code"] == "InvalidStateTransition"
     assert done["transition"]["execution_state"]["status"] == "SUCCEEDED"
-    jobs_tls.create_job("job-term-2", [thing_name], DOC)
+    jobs_tls.create_job("job-term-2", [thing_arn(thing_name)], DOC)
     done = scenario(runtime, "terminal", jobs_tls, tls_ca, thing_name)
     assert done["terminal"]["code"] == "TerminalStateReached" and "SUCCEEDED" in done["terminal"]["message"]
 
@@ -183,7 +184,7 @@ def test_bad_input_is_refused_before_sending(runtime, jobs_tls, tls_ca, thing_na
 
 def test_unicode_status_details_round_trip(runtime, jobs_tls, tls_ca, thing_name):
     text = "température élevée ✓ 中文"
-    jobs_tls.create_job("job-u", [thing_name], DOC)
+    jobs_tls.create_job("job-u", [thing_arn(thing_name)], DOC)
     done = scenario(runtime, "unicode_details", jobs_tls, tls_ca, thing_name, text)
     assert done["details"] == {"message": text}
     assert jobs_tls.describe_job_execution(thing_name, "job-u")["statusDetails"] == {"message": text}
@@ -198,7 +199,7 @@ LARGE_DOC["blob"] = "x" * (32700 - len(json.dumps(LARGE_DOC)))
 
 def test_32k_document_on_a_bounded_heap(runtime, jobs_tls, tls_ca, thing_name):
     assert 32000 < len(json.dumps(LARGE_DOC)) <= 32768
-    jobs_tls.create_job("job-big", [thing_name], LARGE_DOC)
+    jobs_tls.create_job("job-big", [thing_arn(thing_name)], LARGE_DOC)
     done = scenario(runtime, "large_document", jobs_tls, tls_ca, thing_name, "job-big")
     document = done["document"]
     # Too big to parse on a board: on flash as a JobDocument of the document's own JSON text (unescaped).
@@ -214,8 +215,8 @@ def test_32k_document_on_a_bounded_heap(runtime, jobs_tls, tls_ca, thing_name):
 
 def test_another_things_calls_get_403_and_the_own_ones_work(runtime, jobs_tls, tls_ca, thing_name,
                                                             other_thing_name):
-    jobs_tls.create_job("job-theirs", [other_thing_name], DOC)
-    jobs_tls.create_job("job-mine", [thing_name], DOC)
+    jobs_tls.create_job("job-theirs", [thing_arn(other_thing_name)], DOC)
+    jobs_tls.create_job("job-mine", [thing_arn(thing_name)], DOC)
     done = scenario(runtime, "other_thing", jobs_tls, tls_ca, thing_name, other_thing_name, "job-theirs",
                     script=HTTPS_SCENARIOS)
     for refusal in done["other"]:
@@ -227,7 +228,7 @@ def test_another_things_calls_get_403_and_the_own_ones_work(runtime, jobs_tls, t
 
 def test_an_update_whose_answer_is_lost_is_sent_again_and_applied_once(runtime, jobs_tls, tls_ca, thing_name,
                                                                       proxy):
-    jobs_tls.create_job("job-cut", [thing_name], DOC)
+    jobs_tls.create_job("job-cut", [thing_arn(thing_name)], DOC)
     cut: list[str] = []
 
     def lose_each_update_answer_once(operation: str, params: dict[str, Any]) -> None:
@@ -256,7 +257,7 @@ def test_a_stalled_link_times_out_within_the_calls_timeout(runtime, jobs_tls, tl
 
 
 def test_an_answer_held_back_times_out_and_the_next_call_works(runtime, jobs_tls, tls_ca, thing_name, proxy):
-    jobs_tls.create_job("job-late", [thing_name], DOC)
+    jobs_tls.create_job("job-late", [thing_arn(thing_name)], DOC)
     held: list[str] = []
 
     def hold_the_first_answer(operation: str, params: dict[str, Any]) -> None:
@@ -287,7 +288,7 @@ def test_an_answer_held_back_times_out_and_the_next_call_works(runtime, jobs_tls
 
 
 def test_a_call_brings_wifi_back_first(runtime, jobs_tls, tls_ca, thing_name, tmp_path):
-    jobs_tls.create_job("job-wifi", [thing_name], DOC)
+    jobs_tls.create_job("job-wifi", [thing_arn(thing_name)], DOC)
     link = tmp_path / "link"
     link.write_text("down")
     device = start(runtime, HTTPS_SCENARIOS, "wifi", *client_args(https_port(jobs_tls), thing_name, tls_ca),
@@ -480,7 +481,7 @@ def test_the_runner_polls_a_job_to_succeeded(runtime, jobs_tls, tls_ca, thing_na
     device = started_runner(runtime, "fallback", https_port(jobs_tls), thing_name, tls_ca, tmp_path, "300")
     try:
         wait_line(device, "READY")  # its first look found nothing
-        jobs_tls.create_job("job-polled", [thing_name], {"operation": "greet"})
+        jobs_tls.create_job("job-polled", [thing_arn(thing_name)], {"operation": "greet"})
         out, err = device.communicate(timeout=WAIT)
     finally:
         device.kill()
@@ -492,8 +493,8 @@ def test_the_runner_polls_a_job_to_succeeded(runtime, jobs_tls, tls_ca, thing_na
 
 
 def test_the_runner_sees_a_cancel_at_the_next_progress(runtime, jobs_tls, tls_ca, thing_name, tmp_path):
-    jobs_tls.create_job("job-long", [thing_name], {"operation": "long"})
-    jobs_tls.create_job("job-next", [thing_name], {"operation": "greet"})
+    jobs_tls.create_job("job-long", [thing_arn(thing_name)], {"operation": "long"})
+    jobs_tls.create_job("job-next", [thing_arn(thing_name)], {"operation": "greet"})
     device = started_runner(runtime, "cancel", https_port(jobs_tls), thing_name, tls_ca, tmp_path)
     try:
         wait_line(device, "RUNNING")
@@ -511,7 +512,7 @@ def test_the_runner_sees_a_cancel_at_the_next_progress(runtime, jobs_tls, tls_ca
 
 
 def test_the_runner_resumes_after_a_reset(runtime, jobs_tls, tls_ca, thing_name, tmp_path):
-    jobs_tls.create_job("job-reboot", [thing_name], {"operation": "reboot"})
+    jobs_tls.create_job("job-reboot", [thing_arn(thing_name)], {"operation": "reboot"})
     port = https_port(jobs_tls)
     first = runner(runtime, "reboot", port, thing_name, tls_ca, tmp_path, code=RESET_EXIT_CODE)
     assert "finished" not in first.results
@@ -536,7 +537,7 @@ def test_the_runner_backs_off_while_the_service_is_unreachable(runtime, jobs_tls
         time.sleep(3.0)  # the outage: what is measured is how often the device tries during it
         attempts = proxy.accepted - before
         proxy.refuse(False)
-        jobs_tls.create_job("job-after", [thing_name], {"operation": "greet"})
+        jobs_tls.create_job("job-after", [thing_arn(thing_name)], {"operation": "greet"})
         out, err = device.communicate(timeout=WAIT)
     finally:
         device.kill()

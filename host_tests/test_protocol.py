@@ -1,5 +1,5 @@
-"""Unit cases of the protocol core, the large-message reader, the receive path and the HTTPS client's pure parts,
-on the unix port and CPython."""
+"""Unit cases of the protocol core, the large-message reader, the receive path, the flash store and the HTTPS
+client's pure parts, on every runtime."""
 
 import re
 from functools import cache
@@ -8,7 +8,7 @@ import pytest
 
 from device import PORTABLE, RUNTIMES, run
 
-CASE_FILES = ("protocol_cases.py", "document_cases.py", "session_cases.py", "https_cases.py")
+CASE_FILES = ("protocol_cases.py", "document_cases.py", "session_cases.py", "store_cases.py", "https_cases.py")
 CASES = [(name, case) for name in CASE_FILES
          for case in re.findall(r"^def (case_\w+)", (PORTABLE / name).read_text(), re.M)]
 

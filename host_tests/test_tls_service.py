@@ -31,6 +31,7 @@ from device import PORTABLE, RUNTIMES, Run, parse, run, start
 from localjobs import certs
 from localjobs.authz import SERVICE_USER
 from localjobs.certs import CertificateFolder, ThingCertificate
+from localjobs.model import thing_arn
 from localjobs.service import JobsService
 
 SCRIPT = PORTABLE / "tls_service.py"
@@ -120,7 +121,7 @@ def run_device(runtime: str, *args: str) -> Run:
 
 
 def test_a_device_runs_its_own_job_over_mqtts(runtime, jobs_tls, tls_ca, thing_name, other_thing_name):
-    jobs_tls.create_job("job-own", [thing_name], DOC)
+    jobs_tls.create_job("job-own", [thing_arn(thing_name)], DOC)
     done = run_device(runtime, *device(runtime, "job", jobs_tls, tls_ca, tls_ca.thing(thing_name), thing_name,
                                        other_thing_name))
     assert done["done"]["status"] == "SUCCEEDED"
@@ -172,8 +173,8 @@ def test_another_things_topics_are_out_of_reach(runtime, jobs_tls, tls_ca, thing
             assert line, process.communicate(timeout=WAIT)
             lines.append(line.strip())
         # Each causes a notify-next on its thing's topic: the other's first, so it would arrive first.
-        jobs_tls.create_job("job-other", [other_thing_name], DOC)
-        jobs_tls.create_job("job-own", [thing_name], DOC)
+        jobs_tls.create_job("job-other", [thing_arn(other_thing_name)], DOC)
+        jobs_tls.create_job("job-own", [thing_arn(thing_name)], DOC)
         out, err = process.communicate(timeout=60)
     finally:
         process.kill()
@@ -281,8 +282,8 @@ def test_paho_with_a_things_certificate_reaches_only_that_thing(jobs_tls, desk, 
     assert not client.subscribe(f"$aws/things/{thing_name}/jobs/#").is_failure
     assert str(client.publish(f"$aws/things/{other_thing_name}/jobs/start-next", b"{}")) == "Not authorized"
     assert not client.publish(f"$aws/things/{thing_name}/jobs/get", b'{"clientToken": "mine"}').is_failure
-    jobs_tls.create_job("job-other", [other_thing_name], DOC)
-    jobs_tls.create_job("job-own", [thing_name], DOC)
+    jobs_tls.create_job("job-other", [thing_arn(other_thing_name)], DOC)
+    jobs_tls.create_job("job-own", [thing_arn(thing_name)], DOC)
     own = f"$aws/things/{thing_name}/jobs/notify-next"
     client.until(lambda: own in [topic for topic, _ in client.messages])
     assert all(f"/{thing_name}/" in topic for topic, _ in client.messages), client.messages
@@ -336,7 +337,7 @@ def jobs_data(service: JobsService, ca: CertificateFolder, cert: ThingCertificat
 
 
 def test_https_a_device_runs_its_own_job(jobs_tls, tls_ca, thing_name):
-    jobs_tls.create_job("job-own", [thing_name], DOC)
+    jobs_tls.create_job("job-own", [thing_arn(thing_name)], DOC)
     data = jobs_data(jobs_tls, tls_ca, tls_ca.thing(thing_name))
     assert [j["jobId"] for j in data.get_pending_job_executions(thingName=thing_name)["queuedJobs"]] == ["job-own"]
     execution = data.start_next_pending_job_execution(thingName=thing_name)["execution"]
@@ -350,7 +351,7 @@ def test_https_a_device_runs_its_own_job(jobs_tls, tls_ca, thing_name):
 
 
 def test_https_refuses_another_things_calls_with_403(jobs_tls, tls_ca, thing_name, other_thing_name):
-    jobs_tls.create_job("job-other", [other_thing_name], DOC)
+    jobs_tls.create_job("job-other", [thing_arn(other_thing_name)], DOC)
     before = jobs_tls.describe_job_execution(other_thing_name, "job-other")
     data = jobs_data(jobs_tls, tls_ca, tls_ca.thing(thing_name))
     calls = [
@@ -404,7 +405,7 @@ def test_https_serves_only_the_device_api(jobs_tls, tls_ca, thing_name):
 
 
 def test_https_accepts_an_encoded_next(jobs_tls, tls_ca, thing_name):
-    jobs_tls.create_job("job-own", [thing_name], DOC)
+    jobs_tls.create_job("job-own", [thing_arn(thing_name)], DOC)
     context = ssl.create_default_context(cafile=str(tls_ca.ca_pem))
     cert = tls_ca.thing(thing_name)
     context.load_cert_chain(str(cert.cert_pem), str(cert.key_pem))

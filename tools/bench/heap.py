@@ -14,6 +14,7 @@ from typing import Any
 from localjobs import certs
 from localjobs.broker import Mosquitto
 from localjobs.certs import CertificateFolder
+from localjobs.model import thing_arn
 from localjobs.service import JobsService
 from mpylib import SOURCES, compiled_library
 
@@ -52,7 +53,7 @@ def cycle_passes(service: JobsService, broker: Mosquitto | None, client: str, ki
     """
     thing = "heap-%s-%d" % (client, next(_things))
     service.create_thing(thing)
-    service.create_job(thing + "-job", [thing], LARGE_DOC)
+    service.create_job(thing + "-job", [thing_arn(thing)], LARGE_DOC)
     if folder is None:
         assert broker is not None
         args = [broker.host, str(broker.port), thing]
@@ -96,7 +97,7 @@ def per_call(service: JobsService, broker: Mosquitto, repeats: int) -> dict[str,
     """Heap allocated by each call with the GC off: the first call, and the mean of `repeats` more."""
     thing = "heap-calls-%d" % next(_things)
     service.create_thing(thing)
-    service.create_job("calls-job", [thing], {"operation": "bench"})
+    service.create_job("calls-job", [thing_arn(thing)], {"operation": "bench"})
     ok, results, output = run_device("unix64", "dev_calls.py",
                                      [broker.host, str(broker.port), thing, "calls-job", str(repeats)], "4m")
     if not ok:

@@ -6,10 +6,10 @@ import copy
 import json
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .resources import ABORT_FAILURES, EXECUTION_STATUSES, ApiError
+from .resources import ABORT_ACTIONS, ABORT_FAILURES, EXECUTION_STATUSES, ApiError
 
 MAX_TARGETS = 100
 MAX_DOCUMENT_BYTES = 32 * 1024
@@ -21,6 +21,27 @@ GROUP_NAME = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
 REASON_CODE = re.compile(r"[A-Z0-9_]{1,128}")
 JOB_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 DETAILS_KEY = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
+CRITERION_MEMBERS = ("failureType", "action", "thresholdPercentage", "minNumberOfExecutedThings")
+
+
+def check_enum(value: Any, allowed: Sequence[str], where: str) -> None:
+    """An unknown value is refused with AWS's own validation wording, which lists the values it takes."""
+    if value not in allowed:
+        shown = "null" if value is None else f"'{value}'"
+        raise ApiError(
+            "InvalidRequest",
+            f"1 validation error detected: Value {shown} at '{where}' failed to satisfy constraint: "
+            f"Member must satisfy enum value set: [{', '.join(allowed)}]",
+        )
+
+
+def check_members(config: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
+    """A key the structure does not have is refused in botocore's wording (a typo would otherwise be ignored)."""
+    for key in config:
+        if key not in allowed:
+            raise ApiError(
+                "InvalidRequest", f'Unknown parameter in {where}: "{key}", must be one of: {", ".join(allowed)}'
+            )
 
 
 def check_thing_name(name: Any) -> None:
@@ -69,6 +90,7 @@ def check_timeout_config(config: Any) -> dict[str, int] | None:
         return None
     if not isinstance(config, Mapping):
         raise ApiError("InvalidRequest", "timeoutConfig must be an object")
+    check_members(config, ("inProgressTimeoutInMinutes",), "timeoutConfig")
     minutes = config.get("inProgressTimeoutInMinutes")
     if minutes is None:
         return None
@@ -80,8 +102,8 @@ def check_timeout_config(config: Any) -> dict[str, int] | None:
 
 
 def check_status_filter(status: str | None) -> None:
-    if status is not None and status not in EXECUTION_STATUSES:
-        raise ApiError("InvalidRequest", f"unknown job execution status {status!r}")
+    if status is not None:
+        check_enum(status, EXECUTION_STATUSES, "status")
 
 
 def check_document(document: Any) -> tuple[dict[str, Any], str]:
@@ -136,6 +158,7 @@ def check_presigned_url_config(config: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(config, Mapping):
         raise ApiError("InvalidRequest", "presignedUrlConfig must be an object")
+    check_members(config, ("roleArn", "expiresInSec"), "presignedUrlConfig")
     result = dict(config)
     if "expiresInSec" in result:
         integer_in(result, "expiresInSec", 60, 3600, "presignedUrlConfig")
@@ -147,6 +170,7 @@ def check_rollout_config(config: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(config, Mapping):
         raise ApiError("InvalidRequest", "jobExecutionsRolloutConfig must be an object")
+    check_members(config, ("maximumPerMinute", "exponentialRate"), "jobExecutionsRolloutConfig")
     result = copy.deepcopy(dict(config))
     if "maximumPerMinute" in result:
         integer_in(result, "maximumPerMinute", 1, 1000, "jobExecutionsRolloutConfig")
@@ -155,17 +179,16 @@ def check_rollout_config(config: Any) -> dict[str, Any] | None:
         where = "jobExecutionsRolloutConfig.exponentialRate"
         if not isinstance(rate, Mapping):
             raise ApiError("InvalidRequest", f"{where} must be an object")
+        check_members(rate, ("baseRatePerMinute", "incrementFactor", "rateIncreaseCriteria"), where)
         integer_in(rate, "baseRatePerMinute", 1, 1000, where)
         integer_in(rate, "incrementFactor", 1.1, 5, where)
         criteria = rate.get("rateIncreaseCriteria")
+        kinds = ("numberOfNotifiedThings", "numberOfSucceededThings")
+        if isinstance(criteria, Mapping):
+            check_members(criteria, kinds, f"{where}.rateIncreaseCriteria")
         if not isinstance(criteria, Mapping) or len(criteria) != 1:
-            raise ApiError(
-                "InvalidRequest",
-                f"{where}.rateIncreaseCriteria needs one of numberOfNotifiedThings, numberOfSucceededThings",
-            )
+            raise ApiError("InvalidRequest", f"{where}.rateIncreaseCriteria needs exactly one of {', '.join(kinds)}")
         (key,) = criteria
-        if key not in ("numberOfNotifiedThings", "numberOfSucceededThings"):
-            raise ApiError("InvalidRequest", f"unknown rateIncreaseCriteria {key!r}")
         integer_in(criteria, key, 1, 10**9, f"{where}.rateIncreaseCriteria")
     return result
 
@@ -173,16 +196,19 @@ def check_rollout_config(config: Any) -> dict[str, Any] | None:
 def check_abort_config(config: Any) -> dict[str, Any] | None:
     if config is None:
         return None
+    if isinstance(config, Mapping):
+        check_members(config, ("criteriaList",), "abortConfig")
     criteria = config.get("criteriaList") if isinstance(config, Mapping) else None
     if not isinstance(criteria, list) or not criteria:
         raise ApiError("InvalidRequest", "abortConfig.criteriaList must be a non-empty list")
-    for criterion in criteria:
+    for n, criterion in enumerate(criteria, 1):
         if not isinstance(criterion, Mapping):
             raise ApiError("InvalidRequest", "each abort criterion must be an object")
-        if criterion.get("action") != "CANCEL":
-            raise ApiError("InvalidRequest", "abort criterion action must be CANCEL")
-        if criterion.get("failureType") not in ABORT_FAILURES:
-            raise ApiError("InvalidRequest", "abort criterion failureType must be FAILED, REJECTED, TIMED_OUT or ALL")
+        check_members(criterion, CRITERION_MEMBERS, f"abortConfig.criteriaList[{n - 1}]")
+        # AWS names a list member by its 1-based position: criteriaList.1.member.action
+        where = f"abortConfig.criteriaList.{n}.member"
+        check_enum(criterion.get("action"), ABORT_ACTIONS, f"{where}.action")
+        check_enum(criterion.get("failureType"), tuple(ABORT_FAILURES), f"{where}.failureType")
         integer_in(criterion, "minNumberOfExecutedThings", 1, 10**9, "abortConfig")
         integer_in(criterion, "thresholdPercentage", 0, 100, "abortConfig")
     return copy.deepcopy(dict(config))

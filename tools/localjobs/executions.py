@@ -6,12 +6,13 @@ import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .checks import check_job_id, check_status_details, check_step_timeout, check_thing_name
+from .checks import check_enum, check_job_id, check_status_details, check_step_timeout, check_thing_name
 from .resources import (
     ABORT_FAILURES,
     CANCELED,
     DEVICE_STATUSES,
     EXECUTED,
+    EXECUTION_STATUSES,
     IN_PROGRESS,
     JOB_CANCELED,
     JOB_COMPLETED,
@@ -102,7 +103,8 @@ class Executions(ModelState):
     ) -> dict[str, Any]:
         check_thing_name(thing)
         check_job_id(job_id)
-        if not isinstance(status, str) or status not in DEVICE_STATUSES:
+        check_enum(status, EXECUTION_STATUSES, "status")
+        if status not in DEVICE_STATUSES:
             raise ApiError(
                 "InvalidRequest",
                 f"status must be one of IN_PROGRESS, FAILED, SUCCEEDED, REJECTED, not {status!r}",
@@ -158,10 +160,9 @@ class Executions(ModelState):
             last_updated_at=now,
         )
         run.history.append(change(run, "created"))
-        counts = self._counts[job.job_id]
         if runs:
-            counts[runs[-1].status] -= 1
-        counts[QUEUED] += 1
+            self._tally(runs[-1], runs[-1].status, None)
+        self._tally(run, None, QUEUED)
         runs.append(run)
         self._by_thing.setdefault(thing, []).append(run)
         self._pending.setdefault(thing, []).append(run)
@@ -180,8 +181,7 @@ class Executions(ModelState):
         old, run.status = run.status, status
         if old != status:
             if self.executions[run.job_id][run.thing_name][-1] is run:
-                self._counts[run.job_id][old] -= 1
-                self._counts[run.job_id][status] += 1
+                self._tally(run, old, status)
             if old in PENDING and status not in PENDING:
                 self._pending[run.thing_name].remove(run)
                 self._open[run.job_id] -= 1
@@ -302,7 +302,7 @@ class Executions(ModelState):
             return document
         presign = self.presign
         expires = int((job.presigned_url_config or {}).get("expiresInSec", 3600))
-        return substitute(document, PRESIGNED, lambda m: presign(m.group(1), m.group(2), expires))
+        return substitute(document, PRESIGNED, lambda m: presign(m.group(0), m.group(1), expires))
 
 
 def change(run: JobExecution, cause: str) -> dict[str, Any]:

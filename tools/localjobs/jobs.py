@@ -10,8 +10,10 @@ from typing import Any
 from .checks import (
     MAX_TARGETS,
     REASON_CODE,
+    THING_NAME,
     check_abort_config,
     check_document,
+    check_enum,
     check_job_id,
     check_parameters,
     check_presigned_url_config,
@@ -31,13 +33,14 @@ from .resources import (
     IN_PROGRESS,
     JOB_COMPLETED,
     JOB_IN_PROGRESS,
-    JOB_STATUSES,
+    JOB_STATUS_VALUES,
     PARAMETER,
     QUEUED,
     REJECTED,
     REMOVED,
     RESOURCE_ALREADY_EXISTS,
     SUCCEEDED,
+    TARGET_SELECTIONS,
     TERMINAL,
     THING_ARN_PREFIX,
     TIMED_OUT,
@@ -80,8 +83,7 @@ class JobManagement(Scheduler):
         if parameters:
             parsed = substitute(raw_parsed, PARAMETER, lambda m: parameters.get(m.group(1), m.group(0)))
             text = json.dumps(parsed)
-        if target_selection not in ("SNAPSHOT", "CONTINUOUS"):
-            raise ApiError("InvalidRequest", "targetSelection must be SNAPSHOT or CONTINUOUS")
+        check_enum(target_selection, TARGET_SELECTIONS, "targetSelection")
         check_text("description", description)
         timeouts = check_timeout_config(timeout_config)
         presigned = check_presigned_url_config(presigned_url_config)
@@ -110,6 +112,7 @@ class JobManagement(Scheduler):
         self.executions[job_id] = {}
         self._counts[job_id] = dict.fromkeys(EXECUTION_STATUSES, 0)
         self._open[job_id] = 0
+        self._processing[job_id] = []
         self.changed[("job", job_id)] = job
         before = self._watch(names)
         self._queue(job, names)
@@ -145,10 +148,10 @@ class JobManagement(Scheduler):
         thing_group_id: str | None = None,
     ) -> list[dict[str, Any]]:
         """JobSummary objects in creation order."""
-        if status is not None and status not in JOB_STATUSES:
-            raise ApiError("InvalidRequest", f"unknown job status {status!r}")
-        if target_selection is not None and target_selection not in ("SNAPSHOT", "CONTINUOUS"):
-            raise ApiError("InvalidRequest", f"unknown targetSelection {target_selection!r}")
+        if status is not None:
+            check_enum(status, JOB_STATUS_VALUES, "status")
+        if target_selection is not None:
+            check_enum(target_selection, TARGET_SELECTIONS, "targetSelection")
         group_arns: set[str] | None = None
         if thing_group_name is not None or thing_group_id is not None:
             group_arns = {
@@ -260,6 +263,7 @@ class JobManagement(Scheduler):
         del self.jobs[job_id]
         del self._counts[job_id]
         del self._open[job_id]
+        del self._processing[job_id]
         self.changed[("job", job_id)] = None
         self._announce(before)
 
@@ -278,9 +282,9 @@ class JobManagement(Scheduler):
         before = self._watch([thing])
         runs = self.executions[job_id][thing]
         if runs[-1] is run:
-            self._counts[job_id][run.status] -= 1
+            self._tally(run, run.status, None)
             if len(runs) > 1:
-                self._counts[job_id][runs[-2].status] += 1
+                self._tally(runs[-2], None, runs[-2].status)
         runs.remove(run)
         if not runs:
             del self.executions[job_id][thing]
@@ -355,7 +359,7 @@ class JobManagement(Scheduler):
     # ---- internals --------------------------------------------------------------------------
 
     def _resolve_targets(self, targets: Iterable[str]) -> tuple[list[str], list[str]]:
-        """(target ARNs, the things they name): thing ARNs, thing-group ARNs, or bare thing names."""
+        """(target ARNs, the things they name): each target a thing ARN or a thing-group ARN, as AWS takes them."""
         if isinstance(targets, str) or not isinstance(targets, Iterable):
             raise ApiError("InvalidRequest", "targets must be a list")
         arns: list[str] = []
@@ -367,12 +371,12 @@ class JobManagement(Scheduler):
                 group = self._group(target[len(GROUP_ARN_PREFIX) :])
                 arn = group.arn
                 names.update(dict.fromkeys(group.members))
-            elif target.startswith("arn:") and not target.startswith(THING_ARN_PREFIX):
-                raise ApiError("InvalidRequest", f"target {target} is not a thing or thing group ARN of this account")
-            else:
-                name = target[len(THING_ARN_PREFIX) :] if target.startswith("arn:") else target
+            elif target.startswith(THING_ARN_PREFIX):
+                name = target[len(THING_ARN_PREFIX) :]
                 arn = self._thing(name).arn
                 names[name] = None
+            else:
+                raise ApiError("InvalidRequest", not_a_target(target))
             if arn not in arns:
                 arns.append(arn)
         if not arns:
@@ -432,7 +436,7 @@ class JobManagement(Scheduler):
             if value is not None:
                 view[key] = value
         counts = self._counts[job.job_id]
-        view["jobProcessDetails"] = {
+        details: dict[str, Any] = {
             "numberOfCanceledThings": counts[CANCELED],
             "numberOfSucceededThings": counts[SUCCEEDED],
             "numberOfFailedThings": counts[FAILED],
@@ -442,6 +446,12 @@ class JobManagement(Scheduler):
             "numberOfRemovedThings": counts[REMOVED],
             "numberOfTimedOutThings": counts[TIMED_OUT],
         }
+        # The things executing the job now (IN_PROGRESS), in the order the job queued them; absent, as in
+        # AWS's output, while none is.
+        processing = self._processing[job.job_id]
+        if processing:
+            details["processingTargets"] = [THING_ARN_PREFIX + thing for _, thing in processing]
+        view["jobProcessDetails"] = details
         for key, config in (
             ("timeoutConfig", job.timeout_config),
             ("presignedUrlConfig", job.presigned_url_config),
@@ -454,6 +464,19 @@ class JobManagement(Scheduler):
         if job.document_source is not None:
             view["documentSource"] = job.document_source
         return view
+
+
+def not_a_target(target: str) -> str:
+    """Why `target` is refused, and the ARN that was probably meant."""
+    if target.startswith("arn:"):
+        return (
+            f"Invalid target {target}: targets are ARNs of things ({THING_ARN_PREFIX}NAME) "
+            f"or thing groups ({GROUP_ARN_PREFIX}NAME) of this account"
+        )
+    message = f"Invalid target {target}: targets are thing or thing group ARNs, not names"
+    if THING_NAME.fullmatch(target):
+        message += f" (thing {target} is {THING_ARN_PREFIX}{target})"
+    return message
 
 
 def management_summary(run: JobExecution) -> dict[str, Any]:

@@ -30,6 +30,11 @@ JOB_IN_PROGRESS = "IN_PROGRESS"
 JOB_CANCELED = "CANCELED"
 JOB_COMPLETED = "COMPLETED"
 JOB_STATUSES = (JOB_IN_PROGRESS, JOB_CANCELED, JOB_COMPLETED)
+# The enums requests are checked against, in AWS's order (botocore's iot model): an unknown value gets them all
+# listed. A job is never SCHEDULED or DELETION_IN_PROGRESS here, yet filtering on them is valid, as in AWS.
+JOB_STATUS_VALUES = (JOB_IN_PROGRESS, JOB_CANCELED, JOB_COMPLETED, "DELETION_IN_PROGRESS", "SCHEDULED")
+TARGET_SELECTIONS = ("CONTINUOUS", "SNAPSHOT")
+ABORT_ACTIONS = ("CANCEL",)
 ABORT_FAILURES = {
     "FAILED": frozenset({FAILED}),
     "REJECTED": frozenset({REJECTED}),
@@ -56,7 +61,17 @@ RESOURCE_ALREADY_EXISTS = "ResourceAlreadyExists"
 # Placeholders a job document may hold: documentParameters fill the first when the job is created; the second
 # becomes a presigned URL each time a device receives the document.
 PARAMETER = re.compile(r"\$\{aws:iot:parameter:([a-zA-Z0-9:_-]{1,128})\}")
-PRESIGNED = re.compile(r"\$\{aws:iot:s3-presigned-url:https://s3\.amazonaws\.com/([^/}]+)/([^}]+)\}")
+PRESIGNED = re.compile(r"\$\{aws:iot:s3-presigned-url(?:-v2)?:([^}]*)\}")
+
+
+def thing_arn(name: str) -> str:
+    """The ARN a job's `targets` name a thing by (CreateJob refuses bare names, as AWS does)."""
+    return THING_ARN_PREFIX + name
+
+
+def group_arn(name: str) -> str:
+    """The ARN a job's `targets` name a thing group by."""
+    return GROUP_ARN_PREFIX + name
 
 
 class ApiError(Exception):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, fields
@@ -38,7 +39,7 @@ class ModelState:
         self.groups: dict[str, ThingGroup] = {}
         self.jobs: dict[str, Job] = {}
         # Hooks for documents, set by the service: read a documentSource URL as text; make the URL
-        # that replaces an s3-presigned-url placeholder (bucket, key, expiresInSec). The model does no I/O.
+        # that replaces an s3-presigned-url placeholder (placeholder, its URL, expiresInSec). The model does no I/O.
         self.fetch_document: Callable[[str], str] | None = None
         self.presign: Callable[[str, str, int], str] | None = None
         self._aborts: list[str] = []
@@ -49,10 +50,12 @@ class ModelState:
         self._seq = 0
         # Indexes kept as executions change, so a request costs the same however many the model holds:
         # each thing's pending executions by seq (same key order as _by_thing, which tick() relies on), how
-        # many things' latest execution of a job is in each status, and each job's pending executions.
+        # many things' latest execution of a job is in each status, each job's pending executions, and
+        # (seq, thing) of each job's latest executions that are IN_PROGRESS, sorted (processingTargets).
         self._pending: dict[str, list[JobExecution]] = {}
         self._counts: dict[str, dict[str, int]] = {}
         self._open: dict[str, int] = {}
+        self._processing: dict[str, list[tuple[int, str]]] = {}
         # Records changed since take_changes(): (kind, key) -> the object whose record to write, None when it
         # is gone. Marking an object once per call is enough: its record is made when the changes are taken.
         self.changed: dict[tuple[str, str], object | None] = {META: self}
@@ -105,6 +108,22 @@ class ModelState:
         counts = self._counts.get(job.job_id, {})
         return sum(counts.get(status, 0) for status in set(statuses))
 
+    def _tally(self, run: JobExecution, old: str | None, new: str | None) -> None:
+        """Keep the job's counts as its thing's latest execution `run` goes from status `old` to `new`.
+
+        None stands for "not the latest": the execution becomes or stops being the one its thing is counted by.
+        """
+        counts, processing = self._counts[run.job_id], self._processing[run.job_id]
+        entry = (run.seq, run.thing_name)
+        if old is not None:
+            counts[old] -= 1
+            if old == IN_PROGRESS:
+                del processing[bisect.bisect_left(processing, entry)]
+        if new is not None:
+            counts[new] += 1
+            if new == IN_PROGRESS:
+                bisect.insort(processing, entry)
+
     # ---- records for the store --------------------------------------------------------------
 
     def to_records(self) -> dict[tuple[str, str], dict[str, Any]]:
@@ -138,7 +157,7 @@ class ModelState:
     def load_records(self, records: Mapping[tuple[str, str], Mapping[str, Any]]) -> None:
         """Replace the state with what `to_records` produced (in any order)."""
         self.things, self.groups, self.jobs, self.executions, self._by_thing = {}, {}, {}, {}, {}
-        self._pending, self._counts, self._open, self.changed = {}, {}, {}, {}
+        self._pending, self._counts, self._open, self._processing, self.changed = {}, {}, {}, {}, {}
         self._seq = 0
         runs: list[JobExecution] = []
         for (kind, _key), body in records.items():
@@ -160,6 +179,7 @@ class ModelState:
             self.executions[job_id] = {}
             self._counts[job_id] = dict.fromkeys(EXECUTION_STATUSES, 0)
             self._open[job_id] = 0
+            self._processing[job_id] = []
         for run in sorted(runs, key=lambda r: (r.seq, r.execution_number)):
             self.executions.setdefault(run.job_id, {}).setdefault(run.thing_name, []).append(run)
             self._by_thing.setdefault(run.thing_name, []).append(run)
@@ -168,9 +188,7 @@ class ModelState:
                 pending.append(run)
                 self._open[run.job_id] = self._open.get(run.job_id, 0) + 1
         for job_id, per_thing in self.executions.items():
-            counts = self._counts.setdefault(job_id, dict.fromkeys(EXECUTION_STATUSES, 0))
-            for thing_runs in per_thing.values():
-                counts[thing_runs[-1].status] += 1
+            self._counts[job_id], self._processing[job_id] = recount(per_thing)
 
     def index_errors(self) -> list[str]:
         """Where the kept indexes differ from a recount over every execution ([] when they agree)."""
@@ -180,13 +198,24 @@ class ModelState:
             if [r.key for r in self._pending.get(thing, [])] != pending:
                 errors.append(f"pending executions of {thing}")
         for job_id, per_thing in self.executions.items():
-            counts = dict.fromkeys(EXECUTION_STATUSES, 0)
-            for runs in per_thing.values():
-                counts[runs[-1].status] += 1
+            counts, processing = recount(per_thing)
             if self._counts.get(job_id) != counts:
                 errors.append(f"status counts of {job_id}")
+            if self._processing.get(job_id) != processing:
+                errors.append(f"processing targets of {job_id}")
             if self._open.get(job_id) != sum(r.status in PENDING for runs in per_thing.values() for r in runs):
                 errors.append(f"pending count of {job_id}")
         if list(self._pending) != list(self._by_thing):
             errors.append("order of things")
         return errors
+
+
+def recount(per_thing: Mapping[str, list[JobExecution]]) -> tuple[dict[str, int], list[tuple[int, str]]]:
+    """A job's status counts and processing targets, counted afresh from its executions (thing -> by number)."""
+    counts = dict.fromkeys(EXECUTION_STATUSES, 0)
+    processing = []
+    for thing, runs in per_thing.items():
+        counts[runs[-1].status] += 1
+        if runs[-1].status == IN_PROGRESS:
+            processing.append((runs[-1].seq, thing))
+    return counts, sorted(processing)

@@ -60,14 +60,19 @@ def from_rejected(payload):
     )
 
 
-def already_applied(code, state, status, details):
-    """Whether the rejection (code, executionState) of an update says an earlier attempt of it was applied.
+def already_applied(code, state, status, details, expected):
+    """Whether the rejection (code, executionState) of a re-sent update says an earlier copy of it was applied.
 
-    A re-sent update that the service had applied before the link failed is refused: the state it
-    reports is then the update's own.
+    It was if the state the service reports is the one the update asked for (status, and details unless None), at
+    a version past the one it expected. One that never said which version it expected and gave no statusDetails to
+    recognise cannot be told from a refusal: it was refused.
     """
     if code not in (VERSION_MISMATCH, INVALID_STATE_TRANSITION) or not isinstance(state, dict):
         return False
     if state.get("status") != status:
         return False
-    return details is None or state.get("statusDetails") == details
+    version = state.get("versionNumber")
+    moved = isinstance(expected, int) and isinstance(version, int) and version > expected
+    if details is None:
+        return moved
+    return state.get("statusDetails") == details and (expected is None or moved)

@@ -215,7 +215,7 @@ class JobsHttpsClient:
         self._on_error = _report
         self._attempt = 0
         self._next_attempt = time.ticks_ms()
-        self._sent = False
+        self._sends = 0  # how many times the current call's request went out
         self.connections = 0
         self.resent = 0
         self.dropped = 0
@@ -289,9 +289,10 @@ class JobsHttpsClient:
     ):
         """Report status for job_id's execution and return the accepted answer ({"executionState": ...}).
 
-        It goes with the expectedVersion last seen for the job (unless given). An update sent again after a
-        lost answer, that the service had already applied, comes back as a success. One that times out is not
-        kept: send it again later if it matters (a second copy of an applied update is then a success).
+        It goes with the expectedVersion last seen for the job (unless given). Sent again after a lost answer, an
+        update that an earlier copy had already applied comes back as a success; any other rejection raises
+        JobsError, with the execution's state where the service sent it. One that times out is not kept: send it
+        again if it matters.
         """
         path = "/" + topics.check_job_id(job_id)
         if expected_version is None:
@@ -306,7 +307,8 @@ class JobsHttpsClient:
             state = e.execution_state
             if state is not None:
                 payloads.track(self._versions, job_id, state.get("versionNumber"))
-            if not already_applied(e.code, state, status, status_details):
+            # Only an update sent more than once may have been applied by an earlier copy whose answer was lost.
+            if self._sends < 2 or not already_applied(e.code, state, status, status_details, expected_version):
                 raise
             # What the answer to the earlier attempt would have said.
             return {"executionState": state}
@@ -321,7 +323,7 @@ class JobsHttpsClient:
         """The response to one request as a dict; tries again (on a new connection) while timeout_ms lasts."""
         request = self._request(method, path, body)
         deadline = time.ticks_add(time.ticks_ms(), self.timeout_ms)
-        self._sent = False
+        self._sends = 0
         while True:
             now = time.ticks_ms()
             due = time.ticks_diff(self._next_attempt, now)
@@ -332,8 +334,6 @@ class JobsHttpsClient:
                 )
             if due > 0:
                 time.sleep_ms(due)
-            if self._sent:
-                self.resent += 1
             try:
                 status, error_type, reply = self._exchange(request, deadline)
             except (OSError, ValueError) as e:  # no connection, a broken one, a certificate refused, a bad answer
@@ -394,7 +394,9 @@ class JobsHttpsClient:
             poller = select.poll()
             poller.register(sock, select.POLLOUT)
             net.write_all(sock, memoryview(request), deadline, poller)
-            self._sent = True
+            self._sends += 1
+            if self._sends > 1:
+                self.resent += 1
             poller.modify(sock, select.POLLIN)
             response = _Response(sock, self._rx, deadline, poller)
             status, length, chunked, error_type = response.head()
