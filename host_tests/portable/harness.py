@@ -45,11 +45,13 @@ def run_scenario(namespace, link=None):
     any other HOST a JobsClient over plain MQTT. key=value pairs (timeout_ms, and the client's options) override
     link; any exception ends the run with `ERROR <type> <message>` and exit status 1.
     """
+    import clients
+
     name, host, port, thing = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     args = sys.argv[5:]
     options = dict(link or {})
-    options.update(take_options(args))
-    jc = client_for(host, port, thing, options)
+    options.update(clients.take_options(args))
+    jc = clients.client_for(host, port, thing, options)
     jc.connect()
     try:
         namespace["scenario_" + name](jc, args)
@@ -58,44 +60,3 @@ def run_scenario(namespace, link=None):
         sys.exit(1)
     finally:
         jc.disconnect()
-
-
-_made: list = []
-
-
-def take_options(args):
-    """The leading key=value items of args, removed from it, as a dict (digits become ints)."""
-    options = {}
-    while args and "=" in args[0]:
-        key, _, value = args.pop(0).partition("=")
-        options[key] = int(value) if value.isdigit() else value
-    return options
-
-
-def client_for(host, port, thing, options):
-    """A client for thing, over HTTPS or MQTT as host says (see run_scenario); another() makes more of its kind."""
-    timeout_ms = options.pop("timeout_ms", 5000)
-    if host.startswith("https://"):
-        from iotjobs.https import JobsHttpsClient
-
-        files = (options.pop("cert"), options.pop("key"), options.pop("ca"))
-
-        def make(name):
-            return JobsHttpsClient(host[8:], name, *files, port=port, timeout_ms=timeout_ms, **options)
-    else:
-        from umqtt.simple import MQTTClient
-
-        from iotjobs import JobsClient
-
-        mqtt = MQTTClient(thing + "-device", host, port, keepalive=60)
-
-        def make(name):
-            return JobsClient(mqtt, name, timeout_ms=timeout_ms, **options)
-
-    _made.append(make)
-    return make(thing)
-
-
-def another(thing):
-    """A client of the same kind and connection as the scenario's, for another thing (not connected)."""
-    return _made[-1](thing)

@@ -8,7 +8,8 @@ a line to the script's stdin.
 import sys
 import time
 
-from harness import another, emit, run_scenario
+from clients import another
+from harness import emit, run_scenario
 from iotjobs.errors import JobsError, RequestTimeout
 
 

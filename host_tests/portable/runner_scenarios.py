@@ -1,7 +1,7 @@
 """Runner scenarios against a real broker and Jobs service; run on MicroPython or CPython, one result a line.
 
 Usage: runner_scenarios.py NAME HOST PORT THING STATE_DIR [key=value ...] [ARG ...] (HOST https://NAME and the
-key=value pairs as in harness.run_scenario: the HTTPS client, its files and options). Prints `RESULT <key> <json>`
+key=value pairs as in clients.client_for: the HTTPS client, its files and options). Prints `RESULT <key> <json>`
 lines; `READY` once connected and subscribed; an exception ends the run with `ERROR <type> <message>` and status 1.
 """
 
@@ -10,7 +10,7 @@ import json
 import sys
 import time
 
-from harness import client_for, take_options
+from clients import client_for, take_options
 from iotjobs import handlers
 from iotjobs.runner import Canceled, Runner
 

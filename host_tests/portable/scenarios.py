@@ -8,7 +8,8 @@ ends the run with `ERROR <type> <message>` and exit status 1.
 import json
 import time
 
-from harness import another, emit, run_scenario
+from clients import another
+from harness import emit, run_scenario
 from iotjobs.errors import JobsError, RequestTimeout
 
 

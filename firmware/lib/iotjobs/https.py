@@ -115,12 +115,12 @@ class _Response:
         self.end += got
         return got > 0
 
-    def line(self):
-        """The next line, without its line end."""
+    def line(self, limit=256):
+        """The next line without its line end, cut to its first limit bytes: a long header costs no more."""
         while True:
             i = self.buf.find(b"\n", self.start, self.end)
             if i >= 0:
-                line = bytes(self.view[self.start : i])
+                line = bytes(self.view[self.start : min(i, self.start + limit)])
                 self.start = i + 1
                 return line.rstrip(b"\r")
             if not self._fill():
