@@ -10,7 +10,6 @@ import json
 import sys
 import time
 
-from clients import client_for, take_options
 from iotjobs import handlers
 from iotjobs.runner import Canceled, Runner
 
@@ -210,7 +209,17 @@ def scenario_fallback(board):
 def main():
     name, host, port, thing, state_dir = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
     args = sys.argv[6:]
-    jc = client_for(host, port, thing, take_options(args))
+    if host.startswith("https://"):
+        # Loaded only here: the MQTT scenarios run on a board-sized heap that a module more would eat into.
+        from clients import client_for, take_options
+
+        jc = client_for(host, port, thing, take_options(args))
+    else:
+        from umqtt.simple import MQTTClient
+
+        from iotjobs import JobsClient
+
+        jc = JobsClient(MQTTClient(thing + "-device", host, port, keepalive=60), thing, timeout_ms=5000)
     jc.connect()
     board = Board(jc, state_dir, args)
     try:

@@ -111,7 +111,7 @@ class _Response:
             left = self.end - self.start
             self.buf[:left] = self.buf[self.start : self.end]
             self.start, self.end = 0, left
-        got = net.read_some(self.sock, self.view[self.end :], self.deadline, self.poller)
+        got = net.transfer(self.sock.readinto, self.view[self.end :], self.deadline, self.poller, True)
         self.end += got
         return got > 0
 
@@ -393,7 +393,7 @@ class JobsHttpsClient:
         try:
             poller = select.poll()
             poller.register(sock, select.POLLOUT)
-            net.write_all(sock, memoryview(request), deadline, poller)
+            net.transfer(sock.write, memoryview(request), deadline, poller)
             self._sends += 1
             if self._sends > 1:
                 self.resent += 1

@@ -44,43 +44,22 @@ def wlan_up(wlan, wait_ms):
 # file descriptor cannot see.
 
 
-def wait(poller, deadline):
-    """Wait for poller's event until deadline (a ticks_ms value); LinkDown if it does not come."""
-    left = time.ticks_diff(deadline, time.ticks_ms())
-    if left <= 0 or not poller.poll(left):
-        raise LinkDown("nothing came before the deadline")
-
-
-def read_some(sock, view, deadline, poller):
-    """Read into view what the socket has (waiting for at least one byte); 0 when the other end has closed."""
-    while True:
-        got = sock.readinto(view)
-        if got is not None:
-            return got
-        wait(poller, deadline)
-
-
-def read_exactly(sock, view, deadline, poller):
-    """Fill view; LinkDown if the connection ends first or the deadline passes."""
-    got = 0
+def transfer(step, view, deadline, poller, some=False):
+    """Bytes moved by step (a socket's readinto or write) from or into view: all of view, or with some the first
+    that come (0 when the other end has closed). LinkDown if the deadline passes first, or the connection ends
+    before all of view."""
+    done = 0
     n = len(view)
-    while got < n:
-        more = read_some(sock, view[got:], deadline, poller)
-        if not more:
-            raise LinkDown("connection closed by the other end")
-        got += more
-
-
-def write_all(sock, view, deadline, poller):
-    """Write all of view (a memoryview); LinkDown if the connection ends first or the deadline passes."""
-    sent = 0
-    n = len(view)
-    while sent < n:
-        more = sock.write(view[sent:])
+    while done < n:
+        more = step(view[done:])
         if more is None:
-            wait(poller, deadline)
+            left = time.ticks_diff(deadline, time.ticks_ms())
+            if left <= 0 or not poller.poll(left):
+                raise LinkDown("nothing came before the deadline")
+        elif some:
+            return more
         elif more == 0:
             raise LinkDown("connection closed by the other end")
         else:
-            sent += more
-    return sent
+            done += more
+    return done

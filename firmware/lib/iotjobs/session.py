@@ -59,14 +59,14 @@ class _Link:
 
     def readinto(self, view):
         """Fill view exactly, within the bound."""
-        net.read_exactly(self.sock, view, self._deadline(), self._readable)
+        net.transfer(self.sock.readinto, view, self._deadline(), self._readable)
         self.session.received()
 
     def write(self, data, n=None):
         if isinstance(data, str):
             data = data.encode()  # umqtt.simple writes topics as they were given
         view = memoryview(data)[: len(data) if n is None else n]
-        sent = net.write_all(self.sock, view, self._deadline(), self._writable)
+        sent = net.transfer(self.sock.write, view, self._deadline(), self._writable)
         self.session.sent()
         return sent
 
