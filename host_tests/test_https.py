@@ -13,7 +13,7 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -256,6 +256,23 @@ def test_a_stalled_link_times_out_within_the_calls_timeout(runtime, jobs_tls, tl
     assert 800 <= done["timeout"]["elapsed_ms"] < 5000
 
 
+def interactive(runtime: str, act: Callable[[], object], *args: str) -> Run:
+    """Run an https_scenarios.py scenario that stops at WAITING: act(), then let it go on to its end."""
+    device = start(runtime, HTTPS_SCENARIOS, *args, heapsize=HTTPS_HEAP)
+    try:
+        assert device.stdin is not None
+        first = wait_line(device, "WAITING")
+        act()
+        device.stdin.write("go\n")
+        device.stdin.flush()
+        out, err = device.communicate(timeout=WAIT)
+    finally:
+        device.kill()
+    done = parse(device.returncode, "\n".join(first) + "\n" + out, err)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
 def test_an_answer_held_back_times_out_and_the_next_call_works(runtime, jobs_tls, tls_ca, thing_name, proxy):
     jobs_tls.create_job("job-late", [thing_arn(thing_name)], DOC)
     held: list[str] = []
@@ -267,19 +284,8 @@ def test_an_answer_held_back_times_out_and_the_next_call_works(runtime, jobs_tls
 
     jobs_tls.https.interceptor = hold_the_first_answer
     # A call that timed out makes the next one wait its backoff first: a short one here.
-    device = start(runtime, HTTPS_SCENARIOS, "late_answer", *client_args(proxy.port, thing_name, tls_ca),
-                   "timeout_ms=800", "backoff_floor_ms=100", heapsize=HTTPS_HEAP)
-    try:
-        assert device.stdin is not None
-        first = wait_line(device, "WAITING")
-        proxy.resume()
-        device.stdin.write("go\n")
-        device.stdin.flush()
-        out, err = device.communicate(timeout=WAIT)
-    finally:
-        device.kill()
-    done = parse(device.returncode, "\n".join(first) + "\n" + out, err)
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = interactive(runtime, proxy.resume, "late_answer", *client_args(proxy.port, thing_name, tls_ca),
+                       "timeout_ms=800", "backoff_floor_ms=100")
     # The request reached the service (it is the one held), the answer never came: a timeout at the bound.
     assert held == ["GetPendingJobExecutions"]
     assert "no response to get within 800 ms" in done["first"]["timeout"]
@@ -291,19 +297,9 @@ def test_a_call_brings_wifi_back_first(runtime, jobs_tls, tls_ca, thing_name, tm
     jobs_tls.create_job("job-wifi", [thing_arn(thing_name)], DOC)
     link = tmp_path / "link"
     link.write_text("down")
-    device = start(runtime, HTTPS_SCENARIOS, "wifi", *client_args(https_port(jobs_tls), thing_name, tls_ca),
-                   "timeout_ms=1000", "wlan_ms=300", "backoff_floor_ms=50", str(link), heapsize=HTTPS_HEAP)
-    try:
-        assert device.stdin is not None
-        first = wait_line(device, "WAITING")
-        link.write_text("up")
-        device.stdin.write("go\n")
-        device.stdin.flush()
-        out, err = device.communicate(timeout=WAIT)
-    finally:
-        device.kill()
-    done = parse(device.returncode, "\n".join(first) + "\n" + out, err)
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = interactive(runtime, lambda: link.write_text("up"), "wifi",
+                       *client_args(https_port(jobs_tls), thing_name, tls_ca), "timeout_ms=1000", "wlan_ms=300",
+                       "backoff_floor_ms=50", str(link))
     assert "WiFi did not come up" in done["down"]["timeout"] and done["asked"] >= 1
     assert done["up"] == ["job-wifi"]
 
@@ -317,7 +313,7 @@ def test_an_unreachable_service_is_a_timeout_with_the_cause(runtime, tls_ca, thi
                    "backoff_floor_ms=100", "backoff_ceiling_ms=200", heapsize=HTTPS_HEAP)
     assert done.returncode == 0, done.stdout + done.stderr
     message = done["timeout"]["message"]
-    assert "no response to get within 1500 ms" in message and "ECONNREFUSED" in message or "111" in message
+    assert "no response to get within 1500 ms" in message and ("ECONNREFUSED" in message or "111" in message)
     # Attempts follow the backoff until none fits in the call's time: never later than its timeout.
     assert done["timeout"]["elapsed_ms"] <= 1500 + 500
 

@@ -326,7 +326,10 @@ class JobsHttpsClient:
         self._sends = 0
         while True:
             now = time.ticks_ms()
-            due = time.ticks_diff(self._next_attempt, now)
+            due = time.ticks_diff(self._next_attempt, now) if self._attempt else 0
+            if due > self.backoff_ceiling_ms:
+                # No backoff is that long: the ticks clock (2**29 ms on a 32-bit board) wrapped while nothing ran.
+                due = 0
             if due >= time.ticks_diff(deadline, now):
                 # No attempt is allowed (or left) before the deadline: failing now is what waiting would do.
                 raise RequestTimeout(
