@@ -14,7 +14,7 @@ from typing import Any
 from faultproxy import FaultProxy
 from localjobs.broker import Mosquitto
 from localjobs.service import JobsService
-from mpylib import device_command
+from mpylib import MICROPYTHON_RUNTIMES, device_command
 
 DEVICE = Path(__file__).with_name("device.py")
 THING = "soak-device"
@@ -160,7 +160,9 @@ def soak(jobs: int, runtime: str, seed: int, deadline_s: float, every: tuple[flo
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="iotjobs-soak", description=__doc__)
     parser.add_argument("--jobs", type=int, default=20, help="jobs to run (default 20)")
-    parser.add_argument("--runtime", choices=("unix64", "cpython"), default="unix64")
+    parser.add_argument("--runtime", choices=(*MICROPYTHON_RUNTIMES, "cpython"), default="unix64",
+                        help="unix64: the PyPI unix port (.mpy); esp32like: v1.27.0, 32-bit, single floats, library "
+                        "frozen (built from source by tools/setup.sh --esp32like); cpython: the shim (default unix64)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the random plan and faults")
     parser.add_argument("--fault-every", type=float, nargs=2, default=(0.2, 1.0), metavar=("MIN_S", "MAX_S"),
                         help="seconds between faults, drawn uniformly (default 0.2 1.0)")
