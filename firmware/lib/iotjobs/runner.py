@@ -162,7 +162,8 @@ class Runner:
         self.state = None
         # Start with start_next, not describe: after a reset it returns the IN_PROGRESS execution first.
         self._start = True
-        self._last_check = time.ticks_ms()
+        self._seen = time.ticks_ms()
+        self._waited = 0
         self._wait_ms = describe_every_ms
         self._job = None  # (jobId, executionNumber) of the execution whose handler runs
         self._step = None
@@ -189,7 +190,7 @@ class Runner:
         self.jc.poll()
         start = self._start
         if not start:
-            if time.ticks_diff(time.ticks_ms(), self._last_check) < self._wait_ms:
+            if not self._due():
                 return None
             self._checked(self.describe_every_ms)
             # The fallback for a lost notify-next: a cheap look without the document, then start_next only if needed.
@@ -224,8 +225,17 @@ class Runner:
             self._checked(RETRY_MS)
         return outcome
 
+    def _due(self):
+        # ticks_diff spans half the ticks period, 2**29 ms (6.2 days) on a 32-bit board: a longer wait (a weekly
+        # describe) would never be due. So the wait is summed from the gaps between steps, each one short.
+        now = time.ticks_ms()
+        self._waited += time.ticks_diff(now, self._seen)
+        self._seen = now
+        return self._waited >= self._wait_ms
+
     def _checked(self, wait_ms):
-        self._last_check = time.ticks_ms()
+        self._seen = time.ticks_ms()
+        self._waited = 0
         self._wait_ms = min(wait_ms, self.describe_every_ms)
 
     # ---- one execution -------------------------------------------------------------------------
