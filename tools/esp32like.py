@@ -45,6 +45,8 @@ FROZEN_TREES = ("firmware/lib/iotjobs", "build/umqtt")
 # As a plain ESP32: 32-bit objects and small ints, single-precision floats; no btree or ffi (not in the source).
 MAKE_FLAGS = ("MICROPY_FORCE_32BIT=1", "MICROPY_PY_BTREE=0", "MICROPY_PY_FFI=0",
               "CFLAGS_EXTRA=-DMICROPY_FLOAT_IMPL=MICROPY_FLOAT_IMPL_FLOAT")
+# Recorded with a build: a change here (or of the source asked for) rebuilds everything.
+RECIPE = "v%s %s" % (VERSION, " ".join(MAKE_FLAGS))
 JOBS = "-j%d" % max(2, os.cpu_count() or 2)
 INSTALL_HINT = ("Debian/Ubuntu: sudo apt-get install -y build-essential gcc-multilib (gcc-multilib gives gcc -m32 "
                 "its 32-bit headers and libraries); or run: bash tools/setup.sh --esp32like")
@@ -89,7 +91,10 @@ def stale(out: Path = OUT) -> str | None:
     missing = [p.name for p in _binaries(out) if not p.exists()]
     if missing:
         return "not built yet (%s missing)" % ", ".join(missing)
-    if _state(out).get("frozen") != frozen_inputs_digest():
+    state = _state(out)
+    if state.get("recipe") != RECIPE or state.get("asked") != os.environ.get(SOURCE_ENV, ""):
+        return "the build settings or %s changed" % SOURCE_ENV
+    if state.get("frozen") != frozen_inputs_digest():
         return "the frozen library or a manifest changed"
     return None
 
@@ -183,10 +188,10 @@ def _check_compiler() -> None:
                             INSTALL_HINT))
 
 
-def _make(out: Path, what: str, directory: Path, args: list[str]) -> None:
+def _make(out: Path, what: str, directory: Path, args: list[str], env: dict[str, str]) -> None:
     command = ["make", "-C", str(directory), JOBS, *args]
     started = time.monotonic()
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, **env))
     if done.returncode != 0:
         log = out / ("%s.log" % what.split()[0])
         log.write_text(done.stdout + done.stderr)
@@ -226,25 +231,28 @@ def build(out: Path = OUT) -> bool:
         _log("building MicroPython v%s, 32-bit, single floats: %s" % (VERSION, reason))
         started = time.monotonic()
         tree, identity = source(out)
-        config = "%s | %s" % (identity, " ".join(MAKE_FLAGS))
+        # An unpacked tarball under build/ sits in this repository's git tree: without a tag given, the banner
+        # and os.uname() would carry this repository's commit as MicroPython's version.
+        env = {"MICROPY_GIT_TAG": "v" + VERSION} if identity.startswith("tarball") else {}
+        config = "%s | %s" % (identity, RECIPE)
         state = _state(out)
         if state.get("config") != config:
             for old in ("mpy-cross", "unix-mpy", "unix-frozen", "bin"):
                 shutil.rmtree(out / old, ignore_errors=True)
-            state = {"extracted": state.get("extracted", ""), "config": config}
+            state = {"extracted": state.get("extracted", ""), "config": config, "recipe": RECIPE}
             _save_state(out, state)
         _check_compiler()
         frozen, unfrozen, mpy_cross = _binaries(out)
         built_mpy_cross = out / "mpy-cross" / "mpy-cross"
         if not mpy_cross.exists():
-            _make(out, "mpy-cross", tree / "mpy-cross", ["BUILD=%s" % built_mpy_cross.parent])
+            _make(out, "mpy-cross", tree / "mpy-cross", ["BUILD=%s" % built_mpy_cross.parent], env)
             _publish(built_mpy_cross, mpy_cross)
         # The port's own frozen modules (asyncio, ssl, mip) are in both builds, as in ESP32 firmware.
         common = [*MAKE_FLAGS, "MICROPY_MPYCROSS=%s" % built_mpy_cross,
                   "MICROPY_MPYCROSS_DEPENDENCY=%s" % built_mpy_cross]
         port = tree / "ports" / "unix"
         if not unfrozen.exists():
-            _make(out, "unix-mpy (the library not frozen)", port, [*common, "BUILD=%s" % (out / "unix-mpy")])
+            _make(out, "unix-mpy (the library not frozen)", port, [*common, "BUILD=%s" % (out / "unix-mpy")], env)
             _publish(out / "unix-mpy" / "micropython", unfrozen)
         digest = frozen_inputs_digest()
         if not frozen.exists() or state.get("frozen") != digest:
@@ -255,9 +263,10 @@ def build(out: Path = OUT) -> bool:
                 # Both builds compile the same C with the same flags; only frozen_content.c differs.
                 _clone_build_tree(out / "unix-mpy", out / "unix-frozen")
             _make(out, "unix-frozen (iotjobs frozen)", port,
-                  [*common, "BUILD=%s" % (out / "unix-frozen"), "FROZEN_MANIFEST=%s" % MANIFEST])
+                  [*common, "BUILD=%s" % (out / "unix-frozen"), "FROZEN_MANIFEST=%s" % MANIFEST], env)
             _publish(out / "unix-frozen" / "micropython", frozen)
             _save_state(out, {**_state(out), "frozen": digest})
+        _save_state(out, {**_state(out), "asked": os.environ.get(SOURCE_ENV, "")})
         _log("ready in %.0f s: %s" % (time.monotonic() - started, frozen.parent))
         return True
 
