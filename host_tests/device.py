@@ -13,6 +13,8 @@ from mpylib import MICROPYTHON_RUNTIMES, SOURCES, device_command, library_path
 
 ROOT = Path(__file__).resolve().parents[1]
 PORTABLE = ROOT / "host_tests" / "portable"
+# The test esp32 module (flash partitions and the bootloader's rollback, file-backed): on every device's path.
+ESP32_SIM = ROOT / "host_tests" / "esp32_sim"
 # CPython through the shim; the PyPI unix port (1.28, 64-bit, library as .mpy); v1.27.0 built as an ESP32 is
 # (32-bit, single floats, library frozen).
 RUNTIMES = ("cpython", *MICROPYTHON_RUNTIMES)
@@ -20,7 +22,7 @@ RUNTIMES = ("cpython", *MICROPYTHON_RUNTIMES)
 DEFAULT_HEAP = "96k"
 # The unix ports get the library as a board does: as .mpy files (compiling the sources on the device costs
 # ~20k of heap more at import) or frozen; CPython gets the sources.
-CPYTHONPATH = ":".join(str(p) for p in (*SOURCES, PORTABLE))
+CPYTHONPATH = ":".join(str(p) for p in (*SOURCES, PORTABLE, ESP32_SIM))
 
 
 def command(runtime: str, script: Path, args: list[str], heapsize: str | None = None) -> list[str]:
@@ -31,7 +33,8 @@ def command(runtime: str, script: Path, args: list[str], heapsize: str | None = 
 def environment(extra: dict[str, str] | None = None, runtime: str = "cpython") -> dict[str, str]:
     """The environment of a device process: the runtime's library and the portable test scripts on its path."""
     env = dict(os.environ)
-    env["MICROPYPATH"] = CPYTHONPATH if runtime == "cpython" else "%s:%s" % (library_path(runtime), PORTABLE)
+    env["MICROPYPATH"] = (CPYTHONPATH if runtime == "cpython"
+                          else "%s:%s:%s" % (library_path(runtime), PORTABLE, ESP32_SIM))
     env.update(extra or {})
     return env
 

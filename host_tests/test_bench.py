@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench import heap, latency, size
+from bench import heap, latency, ota, size
 from bench.common import table
 from localjobs.broker import Mosquitto
 from localjobs.service import JobsService
@@ -39,6 +39,15 @@ def test_resident_heap_of_the_library_frozen_and_as_mpy() -> None:
     frozen, mpy = heap.resident("esp32like"), heap.resident("esp32like-mpy")
     # Frozen, the bytecode stays in the image: what is left on the heap is the modules' objects.
     assert 0 < frozen["core"] < frozen["whole"] < mpy["core"] < mpy["whole"]
+
+
+def test_an_ota_cycle_passes_with_room_and_fails_without(tmp_path: Any) -> None:
+    files = tmp_path / "files"
+    with Mosquitto() as broker, JobsService(broker.host, broker.port, http=("127.0.0.1", 0), files=files) as service:
+        trials = ota.Trials(broker, service, files, tmp_path)
+        assert trials.ota("unix64", 400) and trials.download("unix64", 400)
+        assert not trials.ota("unix64", 40)
+    assert 4096 < ota.esp32_sim_resident("unix64", tmp_path) < 64 * 1024
 
 
 def test_per_call_allocation_is_counted() -> None:
