@@ -262,6 +262,9 @@ def build(out: Path = OUT) -> bool:
             if not (out / "unix-frozen").is_dir():
                 # Both builds compile the same C with the same flags; only frozen_content.c differs.
                 _clone_build_tree(out / "unix-mpy", out / "unix-frozen")
+            # makemanifest.py recompiles a module only when its source is newer than its .mpy: a manifest's
+            # changed opt= (or a source put back older) would keep the old bytecode. All of it is ~2 s.
+            shutil.rmtree(out / "unix-frozen" / "frozen_mpy", ignore_errors=True)
             _make(out, "unix-frozen (iotjobs frozen)", port,
                   [*common, "BUILD=%s" % (out / "unix-frozen"), "FROZEN_MANIFEST=%s" % MANIFEST], env)
             _publish(out / "unix-frozen" / "micropython", frozen)
