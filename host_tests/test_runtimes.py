@@ -3,7 +3,9 @@ the library frozen in (esp32like) or loaded as .mpy files from the same build's 
 
 from __future__ import annotations
 
+import hashlib
 import shutil
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -85,3 +87,33 @@ def test_a_source_that_is_not_micropython_is_named(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv(esp32like.SOURCE_ENV, str(tmp_path))
     with pytest.raises(esp32like.BuildError, match="is neither a MicroPython source tarball nor a checkout"):
         esp32like.build(tmp_path / "out")
+
+
+def fake_source_tarball(path: Path) -> Path:
+    """A tarball shaped like MicroPython's source: one top folder holding py/ and ports/unix/."""
+    tree = path.parent / "fake-src" / "micropython-1.27.0"
+    for folder in ("py", "ports/unix"):
+        (tree / folder).mkdir(parents=True)
+    (tree / "py" / "mpconfig.h").write_text("/* fake */\n")
+    with tarfile.open(path, "w:xz") as archive:
+        archive.add(tree, arcname=tree.name)
+    return path
+
+
+def test_a_tarball_named_by_the_environment_is_unpacked_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tarball = fake_source_tarball(tmp_path / "mp.tar.xz")
+    monkeypatch.setenv(esp32like.SOURCE_ENV, str(tarball))
+    tree, identity = esp32like.source(tmp_path / "out")
+    assert tree == tmp_path / "out" / "src" and (tree / "py" / "mpconfig.h").is_file()
+    assert identity == "tarball sha256 %s" % hashlib.sha256(tarball.read_bytes()).hexdigest()
+    (tree / "py" / "mpconfig.h").write_text("kept\n")
+    assert esp32like.source(tmp_path / "out") == (tree, identity)
+    assert (tree / "py" / "mpconfig.h").read_text() == "kept\n"
+
+
+def test_the_offline_tarball_must_have_the_pinned_sha256(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(esp32like.SOURCE_ENV, raising=False)
+    monkeypatch.setattr(esp32like, "TARBALL", fake_source_tarball(tmp_path / "micropython-1.27.0-unix-src.tar.xz"))
+    with pytest.raises(esp32like.BuildError, match="not the pinned %s" % esp32like.TARBALL_SHA256):
+        esp32like.source(tmp_path / "out")
+    assert not (tmp_path / "out" / "src").exists()

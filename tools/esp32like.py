@@ -125,7 +125,11 @@ def _extract(out: Path, tarball: Path, sha256: str | None) -> tuple[Path, str]:
         unpacking = out / "src.partial"
         shutil.rmtree(unpacking, ignore_errors=True)
         with tarfile.open(tarball) as archive:
-            archive.extractall(unpacking, filter="data")
+            # The "data" filter (Python 3.11.4+, 3.10.12+) refuses links and paths that leave the folder.
+            if hasattr(tarfile, "data_filter"):
+                archive.extractall(unpacking, filter="data")
+            else:
+                archive.extractall(unpacking)
         tops = list(unpacking.iterdir())
         if len(tops) != 1 or not (tops[0] / "py").is_dir():
             raise BuildError("%s is not a MicroPython source tarball (no single top folder holding py/)" % tarball)
