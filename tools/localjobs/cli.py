@@ -11,8 +11,10 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from . import terminal
 from .broker import Mosquitto
 from .clock import Clock
+from .console import Console
 from .service import JobsService
 
 
@@ -76,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the service's clock this far ahead of the wall clock (to try timers and rollouts)",
     )
     serve.add_argument("--log-level", default="WARNING", help="Python logging level (default WARNING)")
+    terminal.add_commands(commands)
     return parser
 
 
@@ -99,6 +102,7 @@ def serve(args: argparse.Namespace) -> int:
         with JobsService(host, port, clock=clock, http=args.http, db=args.db, files=args.files) as service:
             assert service.http is not None
             print(f"ready mqtt={host}:{port} http={service.http.address}", flush=True)
+            print(f"console {service.http.url}{Console.PATH}/", flush=True)
             # wait() with a timeout keeps the main thread responsive to signals on every platform.
             while not stop.wait(0.5):
                 pass
@@ -110,6 +114,8 @@ def serve(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("jobs", "watch"):
+        return terminal.run(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         return serve(args)

@@ -11,7 +11,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from .changefeed import ChangeFeed
 from .clock import Clock, ManualClock
+from .console import Console
 from .documents import Documents
 from .http_api import HttpApi
 from .model import JobExecution, JobsModel
@@ -60,6 +62,8 @@ class JobsService:
         self._changed = threading.Condition(threading.RLock())
         self._api = MqttApi(host, port, self.model, self.clock, self._changed, client_id)
         self._api.on_exchange = self._exchanged
+        # The keys of the records each call changes, for the console's live streams.
+        self.changes = ChangeFeed()
         self.store = Store(db) if db is not None else None
         if self.store is not None:
             self.model.load_records(self.store.load())
@@ -76,6 +80,7 @@ class JobsService:
             endpoints["iot:Jobs"] = self.http.address
             self.documents.base_url = self.http.url
             self.model.presign = self.documents.presign
+            self.http.mounts[Console.PATH] = Console(self).serve
         self._ticker_wanted = ticker if ticker is not None else not isinstance(self.clock, ManualClock)
         self._ticker: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -95,6 +100,7 @@ class JobsService:
 
     def stop(self) -> None:
         self._stopping.set()
+        self.changes.close()
         if self._ticker is not None:
             self._ticker.join()
             self._ticker = None
@@ -152,6 +158,11 @@ class JobsService:
         """Wait until predicate() is truthy (it runs under the service lock); returns its last value."""
         with self._changed:
             return self._changed.wait_for(predicate, timeout)
+
+    def read(self, method: Callable[..., T], *args: Any) -> T:
+        """Run a model query under the service lock, without the persisting and announcing a change needs."""
+        with self._changed:
+            return method(*args)
 
     def publish(self, topic: str, payload: bytes | str | dict[str, Any]) -> None:
         """Publish anything on the service's own connection (QoS 1)."""
@@ -297,6 +308,7 @@ class JobsService:
         self._persist()
 
     def _persist(self) -> None:
+        self.changes.publish(self.model.changed)
         if self.store is not None:
             self.store.write(self.model.take_changes())
         else:
