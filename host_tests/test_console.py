@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
 from browser import launch
 from device import PORTABLE, ROOT, RUNTIMES, Run, parse, start
@@ -44,12 +44,17 @@ def thing_name() -> str:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+def playwright() -> Iterator[Playwright]:
     expect.set_options(timeout=WAIT_MS)
-    with sync_playwright() as playwright:
-        chromium = launch(playwright)
-        yield chromium
-        chromium.close()
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    chromium = launch(playwright)
+    yield chromium
+    chromium.close()
 
 
 @pytest.fixture
@@ -534,3 +539,13 @@ def test_the_page_ships_in_the_package(tmp_path: Path) -> None:
     page = tmp_path / "lib" / "localjobs" / "console"
     assert sorted(p.name for p in page.iterdir()) == ["console.css", "console.js", "index.html"]
     assert sum(p.stat().st_size for p in page.iterdir()) < 64 * 1024, "the console stays small"
+
+
+def test_the_console_benchmark_runs_on_a_small_fleet(playwright: Playwright) -> None:
+    from bench import console as bench
+
+    figures = bench.measure(20, playwright)
+    assert figures["updates"] == 40 and figures["snapshot_bytes"] > 20 * 100
+    assert figures["rows_timed"] == 20, "every row is on the first page, each timed"
+    assert 0 < figures["page_cpu_ms"] and 0 < figures["quiet_updates_per_s"] and 0 < figures["watched_updates_per_s"]
+    assert 0 < figures["change_events"] <= 40 and figures["settle_ms"] < WAIT_MS

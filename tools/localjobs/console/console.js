@@ -97,6 +97,35 @@ function schedule(render) {
   scheduled.add(render);
 }
 
+// Redraws a part only when what it shows changed (its signature): a busy stream costs little DOM work.
+function drawer() {
+  const last = new Map();
+  return (part, signature, draw) => {
+    if (last.get(part) === signature) return;
+    last.set(part, signature);
+    draw();
+  };
+}
+
+// Shows items as the rows of body. While the same rows stay on screen only those whose item changed are
+// rebuilt: events bring whole records, so a changed item is a new object.
+function rowsOf(body, keyOf, build, placeholder) {
+  let shown = [];
+  return (items) => {
+    if (items.length && items.length === shown.length && items.every((item, i) => keyOf(item) === shown[i].key)) {
+      items.forEach((item, i) => {
+        if (shown[i].item === item) return;
+        const tr = build(item);
+        shown[i].tr.replaceWith(tr);
+        shown[i] = {key: shown[i].key, item, tr};
+      });
+      return;
+    }
+    shown = items.map((item) => ({key: keyOf(item), item, tr: build(item)}));
+    body.replaceChildren(...(shown.length || !placeholder ? shown.map((s) => s.tr) : [placeholder()]));
+  };
+}
+
 // ---- errors and the live indicator -----------------------------------------------------------
 
 class ApiFailure extends Error {
@@ -295,23 +324,28 @@ function showJobs() {
       body),
     empty, pages));
 
+  const draw = drawer();
+  const table = rowsOf(body, (job) => job.jobId, (job) => h("tr", {"data-job": job.jobId},
+    h("td", {}, h("a", {href: "#/job/" + encodeURIComponent(job.jobId)}, job.jobId)),
+    h("td", {class: "status"}, badge(job.status)),
+    h("td", {}, job.targetSelection),
+    h("td", {}, when(job.createdAt)),
+    h("td", {}, when(job.lastUpdatedAt)),
+    h("td", {}, statusBar(job.jobProcessDetails))));
+
   function render() {
     const counts = {};
     for (const job of state.jobs.values()) counts[job.status] = (counts[job.status] || 0) + 1;
-    filter.replaceChildren(...statusOptions(JOB_STATUSES, counts, state.status));
+    draw("filter", JSON.stringify([counts, state.status]),
+         () => filter.replaceChildren(...statusOptions(JOB_STATUSES, counts, state.status)));
     const shown = [...state.jobs.values()].reverse().filter((j) =>
       (!state.status || j.status === state.status) && (!state.search || j.jobId.includes(state.search)));
     const first = Math.min(state.page, Math.max(0, Math.ceil(shown.length / PAGE_SIZE) - 1)) * PAGE_SIZE;
-    body.replaceChildren(...shown.slice(first, first + PAGE_SIZE).map((job) => h("tr", {"data-job": job.jobId},
-      h("td", {}, h("a", {href: "#/job/" + encodeURIComponent(job.jobId)}, job.jobId)),
-      h("td", {class: "status"}, badge(job.status)),
-      h("td", {}, job.targetSelection),
-      h("td", {}, when(job.createdAt)),
-      h("td", {}, when(job.lastUpdatedAt)),
-      h("td", {}, statusBar(job.jobProcessDetails)))));
+    table(shown.slice(first, first + PAGE_SIZE));
     empty.hidden = shown.length > 0;
     empty.textContent = state.jobs.size ? "No job matches the filter." : "No jobs yet: create one here, with boto3 or the aws CLI.";
-    pages.replaceChildren(pager(shown.length, state.page, (p) => { state.page = p; render(); }));
+    draw("pager", `${shown.length} ${state.page}`,
+         () => pages.replaceChildren(pager(shown.length, state.page, (p) => { state.page = p; render(); })));
   }
 
   follow({view: "jobs"}, (data) => {
@@ -328,7 +362,7 @@ function showJobs() {
 
 function showJob(jobId) {
   document.title = `${jobId} · iotjobs-local`;
-  const state = {job: null, loaded: false, runs: new Map(), status: "", page: 0};
+  const state = {job: null, loaded: false, runs: new Executions([]), status: "", page: 0};
   const status = h("span", {id: "job-status"});
   const cancel = h("button", {type: "button", id: "cancel-job", class: "danger", onclick: () => cancelJob(state.job)}, "Cancel job…");
   const summary = h("dl", {class: "summary", id: "job-summary"});
@@ -355,48 +389,64 @@ function showJob(jobId) {
       body),
     pages));
 
+  const draw = drawer();
+  const table = rowsOf(body, (run) => executionKey(run.thingName, run.executionNumber), (run) => h("tr",
+    {"data-thing": run.thingName, "data-execution": run.executionNumber},
+    h("td", {}, h("a", {href: "#/thing/" + encodeURIComponent(run.thingName)}, run.thingName)),
+    h("td", {class: "number"}, run.executionNumber),
+    h("td", {class: "status"}, badge(run.status)),
+    h("td", {class: "version"}, run.versionNumber),
+    detailsCell(run.statusDetails),
+    h("td", {}, when(run.queuedAt)),
+    h("td", {}, when(run.startedAt)),
+    h("td", {class: "updated"}, when(run.lastUpdatedAt)),
+    executionActions(run)));
+
   function render() {
     const job = state.job;
-    notice.hidden = !!job || !state.loaded;
-    notice.textContent = `There is no job ${jobId} (never created, or deleted).`;
-    status.replaceChildren(job ? badge(job.status) : "");
-    cancel.disabled = !job || job.status !== "IN_PROGRESS";
-    renderSummary(summary, job);
-    bar.replaceChildren(legend((job && job.jobProcessDetails) || {}), statusBar(job && job.jobProcessDetails));
-    chart.replaceChildren(rolloutChart(state.runs.values(), serviceNow()));
-    renderConfigs(configs, job);
+    // Everything of the job but its counts, which move with every execution and are drawn by the bar.
+    draw("job", job ? JSON.stringify({...job, jobProcessDetails: null}) : String(state.loaded), () => {
+      notice.hidden = !!job || !state.loaded;
+      notice.textContent = `There is no job ${jobId} (never created, or deleted).`;
+      status.replaceChildren(job ? badge(job.status) : "");
+      cancel.disabled = !job || job.status !== "IN_PROGRESS";
+      renderSummary(summary, job);
+      renderConfigs(configs, job);
+    });
+    const details = (job && job.jobProcessDetails) || {};
+    draw("bar", JSON.stringify(details), () => bar.replaceChildren(legend(details), statusBar(details)));
+    const minutes = state.runs.perMinute(serviceNow());
+    draw("chart", JSON.stringify(minutes), () => chart.replaceChildren(rolloutChart(minutes)));
 
-    const counts = {};
-    for (const run of state.runs.values()) counts[run.status] = (counts[run.status] || 0) + 1;
-    filter.replaceChildren(...statusOptions(STATUSES, counts, state.status));
+    const counts = state.runs.counts;
+    draw("filter", JSON.stringify([counts, state.status]),
+         () => filter.replaceChildren(...statusOptions(STATUSES, counts, state.status)));
+    // Only as far into the executions as the page shown: the first page costs the same at any size.
+    const total = state.status ? counts[state.status] || 0 : state.runs.runs.size;
+    const first = Math.min(state.page, Math.max(0, Math.ceil(total / PAGE_SIZE) - 1)) * PAGE_SIZE;
     const shown = [];
-    for (const run of state.runs.values()) if (!state.status || run.status === state.status) shown.push(run);
-    const first = Math.min(state.page, Math.max(0, Math.ceil(shown.length / PAGE_SIZE) - 1)) * PAGE_SIZE;
-    body.replaceChildren(...shown.slice(first, first + PAGE_SIZE).map((run) => h("tr",
-      {"data-thing": run.thingName, "data-execution": run.executionNumber},
-      h("td", {}, h("a", {href: "#/thing/" + encodeURIComponent(run.thingName)}, run.thingName)),
-      h("td", {class: "number"}, run.executionNumber),
-      h("td", {class: "status"}, badge(run.status)),
-      h("td", {class: "version"}, run.versionNumber),
-      detailsCell(run.statusDetails),
-      h("td", {}, when(run.queuedAt)),
-      h("td", {}, when(run.startedAt)),
-      h("td", {class: "updated"}, when(run.lastUpdatedAt)),
-      executionActions(run))));
-    pages.replaceChildren(pager(shown.length, state.page, (p) => { state.page = p; render(); }));
+    let index = 0;
+    for (const run of state.runs.runs.values()) {
+      if (state.status && run.status !== state.status) continue;
+      if (index++ >= first) shown.push(run);
+      if (shown.length === PAGE_SIZE) break;
+    }
+    table(shown);
+    draw("pager", `${total} ${state.page}`,
+         () => pages.replaceChildren(pager(total, state.page, (p) => { state.page = p; render(); })));
   }
 
   follow({view: "job", id: jobId}, (data) => {
     state.loaded = true;
     state.job = data.job;
-    state.runs = new Map(data.executions.map((r) => [executionKey(r.thingName, r.executionNumber), r]));
+    state.runs = new Executions(data.executions);
     documentText.textContent = data.document === undefined ? "" : prettyText(data.document);
     schedule(render);
   }, (data) => {
     state.job = data.job;
-    if (!data.job) state.runs.clear();
-    for (const run of data.executions) state.runs.set(executionKey(run.thingName, run.executionNumber), run);
-    for (const [thing, number] of data.gone) state.runs.delete(executionKey(thing, number));
+    if (!data.job) state.runs = new Executions([]);
+    for (const run of data.executions) state.runs.put(run);
+    for (const [thing, number] of data.gone) state.runs.remove(thing, number);
     schedule(render);
   });
 }
@@ -462,26 +512,64 @@ async function cancelJob(job) {
   }
 }
 
-// Executions queued, started and finished in each minute, as bars: a staged rollout's pace, or an abort.
-function rolloutChart(runs, now) {
-  const all = [...runs];
-  if (!all.length) return h("p", {class: "empty"}, "No executions yet.");
-  let first = Infinity;
-  for (const run of all) first = Math.min(first, run.queuedAt);
-  const last = Math.max(Math.floor(now / 60), Math.floor(first / 60));
-  const start = Math.max(Math.floor(first / 60), last - CHART_MINUTES + 1);
-  const buckets = Array.from({length: last - start + 1}, () => ({queued: 0, started: 0, succeeded: 0, failed: 0, other: 0}));
-  const add = (seconds, series) => {
-    const i = Math.floor(seconds / 60) - start;
-    if (i >= 0 && i < buckets.length) buckets[i][series] += 1;
-  };
-  for (const run of all) {
+// A job's executions, with their counts by status and by minute kept as they change: a change costs the
+// page the same whether the job has ten executions or ten thousand.
+class Executions {
+  constructor(list) {
+    this.runs = new Map();
+    this.counts = {};
+    this.minutes = new Map();  // minute -> {queued, started, succeeded, failed, other}
+    for (const run of list) this.put(run);
+  }
+
+  put(run) {
+    const key = executionKey(run.thingName, run.executionNumber);
+    this.tally(this.runs.get(key), -1);
+    this.runs.set(key, run);
+    this.tally(run, 1);
+  }
+
+  remove(thing, number) {
+    const key = executionKey(thing, number);
+    this.tally(this.runs.get(key), -1);
+    this.runs.delete(key);
+  }
+
+  tally(run, sign) {
+    if (!run) return;
+    this.counts[run.status] = (this.counts[run.status] || 0) + sign;
+    const add = (seconds, series) => {
+      const minute = Math.floor(seconds / 60);
+      let bucket = this.minutes.get(minute);
+      if (!bucket) this.minutes.set(minute, bucket = {queued: 0, started: 0, succeeded: 0, failed: 0, other: 0});
+      bucket[series] += sign;
+    };
     add(run.queuedAt, "queued");
     if (run.startedAt) add(run.startedAt, "started");
     if (!PENDING.has(run.status)) {
       add(run.lastUpdatedAt, run.status === "SUCCEEDED" ? "succeeded" : run.status === "CANCELED" || run.status === "REMOVED" ? "other" : "failed");
     }
   }
+
+  // The minutes from the first execution's to now (the most recent CHART_MINUTES of them), or null if none.
+  perMinute(now) {
+    let first = Infinity;
+    for (const [minute, bucket] of this.minutes) if (bucket.queued > 0) first = Math.min(first, minute);
+    if (first === Infinity) return null;
+    const last = Math.max(Math.floor(now / 60), first);
+    const start = Math.max(first, last - CHART_MINUTES + 1);
+    const buckets = [];
+    for (let minute = start; minute <= last; minute++) {
+      buckets.push({...(this.minutes.get(minute) || {queued: 0, started: 0, succeeded: 0, failed: 0, other: 0})});
+    }
+    return {start, buckets};
+  }
+}
+
+// Those minutes as bars: a staged rollout's pace, or an abort, as it happens.
+function rolloutChart(minutes) {
+  if (!minutes) return h("p", {class: "empty"}, "No executions yet.");
+  const {start, buckets} = minutes;
   const width = 720, height = 180, left = 40, bottom = 22, top = 8;
   const plot = {w: width - left - 8, h: height - bottom - top};
   let peak = 1;
@@ -554,19 +642,25 @@ function showThing(name) {
       executionActions(run));
   }
 
+  const draw = drawer();
+  const none = () => h("tr", {}, h("td", {colspan: 9, class: "empty"}, "none"));
+  const key = (run) => executionKey(run.jobId, run.executionNumber);
+  const pendingRows = rowsOf(pendingBody, key, row, none);
+  const pastRows = rowsOf(pastBody, key, row, none);
+
   function render() {
     const thing = state.thing;
-    facts.replaceChildren(...(thing
+    draw("facts", JSON.stringify([thing, state.loaded]), () => facts.replaceChildren(...(thing
       ? [h("dt", {}, "ARN"), h("dd", {}, thing.thingArn), h("dt", {}, "Version"), h("dd", {}, thing.version),
          h("dt", {}, "Attributes"), h("dd", {}, Object.entries(thing.attributes).map(([k, v]) => h("span", {class: "kv"}, h("b", {}, k), "=", v)))]
-      : state.loaded ? [h("dt", {}, "Registry"), h("dd", {}, "no such thing (never created, or deleted)")] : []));
+      : state.loaded ? [h("dt", {}, "Registry"), h("dd", {}, "no such thing (never created, or deleted)")] : [])));
     const runs = [...state.runs.values()];
     // Pending in the order `$next` takes them (IN_PROGRESS first); past ones newest first.
     const pending = runs.filter((r) => PENDING.has(r.status))
       .sort((a, b) => (a.status === "IN_PROGRESS" ? 0 : 1) - (b.status === "IN_PROGRESS" ? 0 : 1) || a.queuedAt - b.queuedAt);
     const past = runs.filter((r) => !PENDING.has(r.status)).sort((a, b) => b.lastUpdatedAt - a.lastUpdatedAt);
-    pendingBody.replaceChildren(...(pending.length ? pending.map(row) : [h("tr", {}, h("td", {colspan: 9, class: "empty"}, "none"))]));
-    pastBody.replaceChildren(...(past.length ? past.map(row) : [h("tr", {}, h("td", {colspan: 9, class: "empty"}, "none"))]));
+    pendingRows(pending);
+    pastRows(past);
   }
 
   follow({view: "thing", id: name}, (data) => {
