@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8089"
 STATUSES = ("QUEUED", "IN_PROGRESS", "SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT", "CANCELED", "REMOVED")
@@ -76,15 +77,17 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, stop: threading.Even
 
 
 def client(endpoint_url: str) -> Any:
-    """A boto3 `iot` client; with no AWS credentials configured, placeholders (the local service checks none)."""
+    """A boto3 `iot` client. On this machine, placeholder credentials (the local service checks none, and
+    boto3's search for real ones may wait seconds on an instance-metadata address); elsewhere, boto3's own."""
     import boto3
     from botocore.config import Config
 
     session = boto3.Session()
     keys: dict[str, str] = {}
-    if session.get_credentials() is None:
+    host = urlsplit(endpoint_url).hostname or ""
+    if host == "localhost" or host.startswith("127.") or host == "::1" or session.get_credentials() is None:
         keys = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
-    config = Config(retries={"max_attempts": 2}, connect_timeout=5, read_timeout=30)
+    config = Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=30)
     return session.client("iot", endpoint_url=endpoint_url, region_name=session.region_name or "us-east-1",
                           config=config, **keys)
 
