@@ -25,6 +25,7 @@ from device import PORTABLE, ROOT, RUNTIMES, Run, parse, start
 from localjobs.changefeed import ChangeFeed
 from localjobs.cli import build_parser
 from localjobs.clock import ManualClock
+from localjobs.model import thing_arn
 from localjobs.service import JobsService
 
 ARN = "arn:aws:iot:us-east-1:123456789012:"
@@ -188,14 +189,14 @@ def test_a_jobs_stream_follows_jobs_not_executions(jobs_http: JobsService) -> No
 
 
 def test_a_thing_stream_and_a_stream_of_nothing(jobs_http: JobsService, thing_name: str) -> None:
-    jobs_http.create_job("t1", [thing_name], {"operation": "greet"})
+    jobs_http.create_job("t1", [thing_arn(thing_name)], {"operation": "greet"})
     events = Events(jobs_http, "view=thing&id=" + thing_name)
     try:
         kind, snapshot = events.next()
         assert snapshot["thing"]["thingName"] == thing_name
         assert [(r["jobId"], r["status"]) for r in snapshot["executions"]] == [("t1", "QUEUED")]
         jobs_http.create_thing("someone-else")
-        jobs_http.create_job("t2", ["someone-else"], {"operation": "greet"})  # not this thing's: no event
+        jobs_http.create_job("t2", [thing_arn("someone-else")], {"operation": "greet"})  # not this thing's: no event
         jobs_http.cancel_job("t1")
         kind, change = events.next()
         assert [(r["jobId"], r["status"]) for r in change["executions"]] == [("t1", "CANCELED")]
@@ -225,7 +226,7 @@ def test_the_feed_coalesces_and_ends_its_readers_when_closed() -> None:
 def test_the_job_page_follows_a_board_through_its_job(
     runtime: str, jobs_http: JobsService, page: Page, thing_name: str, tmp_path: Path
 ) -> None:
-    jobs_http.create_job("flash-1", [thing_name], {"operation": "flash"})
+    jobs_http.create_job("flash-1", [thing_arn(thing_name)], {"operation": "flash"})
     opened(page, jobs_http, "#/job/flash-1")
     row = execution_row(page, thing_name)
     expect(row.locator(".status")).to_have_text("QUEUED")
@@ -277,7 +278,7 @@ def test_a_job_created_on_the_page_is_run_by_a_board(
 def test_a_cancel_on_the_page_reaches_the_board_as_a_notification(
     runtime: str, jobs_http: JobsService, page: Page, thing_name: str, tmp_path: Path
 ) -> None:
-    jobs_http.create_job("job-long", [thing_name], {"operation": "long"})
+    jobs_http.create_job("job-long", [thing_arn(thing_name)], {"operation": "long"})
     opened(page, jobs_http, "#/job/job-long")
     device = board(runtime, "cancel_by_notification", jobs_http, thing_name, tmp_path)
     try:
@@ -347,8 +348,8 @@ def test_a_staged_rollout_chart_grows(jobs_http: JobsService, iot: Any, iot_data
 
 
 def test_the_jobs_page_filters_and_follows(jobs_http: JobsService, iot_data: Any, page: Page, thing_name: str) -> None:
-    jobs_http.create_job("first", [thing_name], {"operation": "greet"})
-    jobs_http.create_job("second", [thing_name], {"operation": "greet"})
+    jobs_http.create_job("first", [thing_arn(thing_name)], {"operation": "greet"})
+    jobs_http.create_job("second", [thing_arn(thing_name)], {"operation": "greet"})
     opened(page, jobs_http, "")
     rows = page.locator("#jobs tbody tr")
     expect(rows).to_have_count(2)
@@ -359,7 +360,7 @@ def test_the_jobs_page_filters_and_follows(jobs_http: JobsService, iot_data: Any
     iot_data.update_job_execution(thingName=thing_name, jobId="first", status="SUCCEEDED")
     expect(first.locator(".status")).to_have_text("COMPLETED")
     expect(first.locator(".bar [data-status=SUCCEEDED]")).to_have_attribute("data-count", "1")
-    jobs_http.create_job("third", [thing_name], {"operation": "greet"})
+    jobs_http.create_job("third", [thing_arn(thing_name)], {"operation": "greet"})
     expect(rows).to_have_count(3)
     page.select_option("#job-status-filter", "COMPLETED")
     expect(rows).to_have_count(1)
@@ -376,9 +377,9 @@ def test_the_jobs_page_filters_and_follows(jobs_http: JobsService, iot_data: Any
 def test_the_thing_page_moves_executions_from_pending_to_past(
     jobs_http: JobsService, iot_data: Any, page: Page, thing_name: str
 ) -> None:
-    jobs_http.create_job("old", [thing_name], {"operation": "greet"})
+    jobs_http.create_job("old", [thing_arn(thing_name)], {"operation": "greet"})
     jobs_http.cancel_job("old")
-    jobs_http.create_job("new", [thing_name], {"operation": "greet"})
+    jobs_http.create_job("new", [thing_arn(thing_name)], {"operation": "greet"})
     opened(page, jobs_http, "")
     page.fill("#thing-name", thing_name)
     page.click("#thing-search button")
@@ -398,7 +399,7 @@ def test_the_thing_page_moves_executions_from_pending_to_past(
 
 
 def test_errors_are_shown_not_swallowed(jobs_http: JobsService, iot_data: Any, page: Page, thing_name: str) -> None:
-    jobs_http.create_job("busy", [thing_name], {"operation": "greet"})
+    jobs_http.create_job("busy", [thing_arn(thing_name)], {"operation": "greet"})
     iot_data.start_next_pending_job_execution(thingName=thing_name)
     opened(page, jobs_http, "#/job/busy")
     row = execution_row(page, thing_name)
@@ -488,8 +489,8 @@ def test_serve_prints_the_console_and_the_terminal_commands_read_it(mosquitto: A
 
 def test_jobs_and_watch_in_a_terminal(jobs_http: JobsService, iot_data: Any, thing_name: str) -> None:
     jobs_http.create_thing("other")
-    jobs_http.create_job("first", [thing_name, "other"], {"operation": "greet"})
-    jobs_http.create_job("done", ["other"], {"operation": "greet"})
+    jobs_http.create_job("first", [thing_arn(thing_name), thing_arn("other")], {"operation": "greet"})
+    jobs_http.create_job("done", [thing_arn("other")], {"operation": "greet"})
     jobs_http.cancel_job("done")
     listed = subprocess.run([str(CLI), "jobs", "--endpoint-url", jobs_http.http_url], capture_output=True,
                             text=True, timeout=60)

@@ -1,4 +1,4 @@
-"""Command line of the local Jobs service: `iotjobs-local serve`."""
+"""Command line of the local Jobs service: `iotjobs-local serve`, `iotjobs-local certs`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from . import terminal
+from . import certs, terminal
 from .broker import Mosquitto
 from .clock import Clock
 from .console import Console
@@ -78,8 +78,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the service's clock this far ahead of the wall clock (to try timers and rollouts)",
     )
     serve.add_argument("--log-level", default="WARNING", help="Python logging level (default WARNING)")
+    add_tls_arguments(serve)
+    certs.add_commands(commands)
     terminal.add_commands(commands)
     return parser
+
+
+def add_tls_arguments(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument(
+        "--tls",
+        metavar="DIR",
+        help="serve devices as AWS does, with the certificates of DIR (`certs init DIR`): MQTT over TLS and the "
+        "device API over HTTPS, each for a client certificate of DIR's CA that reaches only its own thing",
+    )
+    serve.add_argument(
+        "--mqtts",
+        type=parse_address,
+        default=("127.0.0.1", 8883),
+        metavar="HOST:PORT",
+        help="with --tls: the broker's MQTT-over-TLS listener for devices (default 127.0.0.1:8883)",
+    )
+    serve.add_argument(
+        "--https",
+        type=parse_address,
+        default=("127.0.0.1", 8443),
+        metavar="HOST:PORT",
+        help="with --tls: the device API over HTTPS (default 127.0.0.1:8443)",
+    )
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -91,13 +116,15 @@ def serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
+    clock = OffsetClock(args.time_offset) if args.time_offset else Clock()
+    if args.tls is not None:
+        return serve_tls(args, clock, stop)
     broker: Mosquitto | None = None
     if args.broker is None:
         broker = Mosquitto().start()
         host, port = broker.host, broker.port
     else:
         host, port = args.broker
-    clock = OffsetClock(args.time_offset) if args.time_offset else Clock()
     try:
         with JobsService(host, port, clock=clock, http=args.http, db=args.db, files=args.files) as service:
             assert service.http is not None
@@ -112,8 +139,26 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def serve_tls(args: argparse.Namespace, clock: Clock, stop: threading.Event) -> int:
+    """`serve --tls DIR`: the service's own mosquitto for devices over TLS, and the device API over HTTPS."""
+    if args.broker is not None:
+        raise RuntimeError("--tls starts its own broker (devices need its TLS listener): leave out --broker")
+    host, port = args.mqtts
+    with JobsService(host, port, clock=clock, http=args.http, db=args.db, files=args.files,
+                     tls=args.tls, https=args.https) as service:
+        assert service.http is not None and service.https is not None
+        mqtts = "%s:%d" % service.mqtts
+        print(f"ready mqtts={mqtts} https={service.https.address} http={service.http.address}", flush=True)
+        print(f"console {service.http.url}{Console.PATH}/", flush=True)
+        while not stop.wait(0.5):
+            pass
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "certs":
+        return certs.run(args)
     if args.command in ("jobs", "watch"):
         return terminal.run(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
