@@ -532,7 +532,7 @@ def test_jobs_and_watch_in_a_terminal(jobs_http: JobsService, iot_data: Any, thi
 
 def test_the_page_ships_in_the_package(tmp_path: Path) -> None:
     # What `pip install` would put in site-packages, built by setuptools from a copy of the project.
-    shutil.copytree(ROOT / "tools", tmp_path / "tools", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "tools", tmp_path / "tools", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path)
     built = subprocess.run([sys.executable, "-c", "from setuptools import setup; setup()", "-q", "build_py",
                             "--build-lib", str(tmp_path / "lib")], cwd=tmp_path, capture_output=True, text=True)
