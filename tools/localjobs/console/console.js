@@ -300,6 +300,21 @@ function executionActions(row) {
     h("button", {type: "button", class: "delete-execution", onclick: () => deleteExecution(row)}, "Delete"));
 }
 
+// An execution as a table row: first what it is of (its thing on a job's page, its job on a thing's), then
+// its number, status, version, statusDetails, times and actions.
+function executionRow(run, attrs, first) {
+  return h("tr", {...attrs, "data-execution": run.executionNumber},
+    h("td", {}, first),
+    h("td", {class: "number"}, run.executionNumber),
+    h("td", {class: "status"}, badge(run.status)),
+    h("td", {class: "version"}, run.versionNumber),
+    detailsCell(run.statusDetails),
+    h("td", {}, when(run.queuedAt)),
+    h("td", {}, when(run.startedAt)),
+    h("td", {class: "updated"}, when(run.lastUpdatedAt)),
+    executionActions(run));
+}
+
 function executionKey(a, b) {
   return `${a}\u0000${b}`;
 }
@@ -390,17 +405,8 @@ function showJob(jobId) {
     pages));
 
   const draw = drawer();
-  const table = rowsOf(body, (run) => executionKey(run.thingName, run.executionNumber), (run) => h("tr",
-    {"data-thing": run.thingName, "data-execution": run.executionNumber},
-    h("td", {}, h("a", {href: "#/thing/" + encodeURIComponent(run.thingName)}, run.thingName)),
-    h("td", {class: "number"}, run.executionNumber),
-    h("td", {class: "status"}, badge(run.status)),
-    h("td", {class: "version"}, run.versionNumber),
-    detailsCell(run.statusDetails),
-    h("td", {}, when(run.queuedAt)),
-    h("td", {}, when(run.startedAt)),
-    h("td", {class: "updated"}, when(run.lastUpdatedAt)),
-    executionActions(run)));
+  const table = rowsOf(body, (run) => executionKey(run.thingName, run.executionNumber), (run) => executionRow(run,
+    {"data-thing": run.thingName}, h("a", {href: "#/thing/" + encodeURIComponent(run.thingName)}, run.thingName)));
 
   function render() {
     const job = state.job;
@@ -630,16 +636,7 @@ function showThing(name) {
     h("h2", {}, "Past executions"), h("table", {id: "past-executions"}, head(), pastBody)));
 
   function row(run) {
-    return h("tr", {"data-job": run.jobId, "data-execution": run.executionNumber},
-      h("td", {}, h("a", {href: "#/job/" + encodeURIComponent(run.jobId)}, run.jobId)),
-      h("td", {class: "number"}, run.executionNumber),
-      h("td", {class: "status"}, badge(run.status)),
-      h("td", {class: "version"}, run.versionNumber),
-      detailsCell(run.statusDetails),
-      h("td", {}, when(run.queuedAt)),
-      h("td", {}, when(run.startedAt)),
-      h("td", {class: "updated"}, when(run.lastUpdatedAt)),
-      executionActions(run));
+    return executionRow(run, {"data-job": run.jobId}, h("a", {href: "#/job/" + encodeURIComponent(run.jobId)}, run.jobId));
   }
 
   const draw = drawer();
