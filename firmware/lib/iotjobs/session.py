@@ -229,8 +229,14 @@ class Session:
     def connect(self, topics):
         """Connect and subscribe to topics now; raise OSError if that fails (later losses are handled here)."""
         self.topics = list(topics)
-        if not self._connect_once(self.wlan_ms):
-            raise self.last_error or OSError("connect failed")
+        if self._connect_once(self.wlan_ms):
+            return
+        error = self.last_error
+        if isinstance(error, OSError):
+            raise error
+        # umqtt.simple fails a CONNACK cut short or refused otherwise (IndexError, AssertionError, MQTTException):
+        # one kind of error for the caller, whose retry loop (a board's main) must not die of it.
+        raise OSError("connect failed: %s: %s" % (type(error).__name__, error))
 
     def _wlan_up(self, budget_ms):
         """Bring WiFi back first: ask the radio to reconnect, then wait for it up to wlan_ms (or the budget)."""
