@@ -25,10 +25,11 @@ if [ ! -f "$stamp" ]; then
 fi
 
 # mosquitto is the broker of every test and of the demo; openssl makes the tests' certificates and the
-# deploy's DER files.
+# deploy's DER files; chromium (Debian's, driven by Playwright: no browser download) runs the console's tests.
 missing=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ "$esp32like" = 1 ]; then
     # The 32-bit build: make, gcc, and gcc -m32's headers and libraries (Debian's gcc-multilib).
     command -v make >/dev/null 2>&1 || missing+=(make)
