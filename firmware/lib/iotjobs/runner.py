@@ -24,6 +24,7 @@ _GONE = ("InvalidStateTransition", "ResourceNotFound", "TerminalStateReached")
 _LATER = (RequestTimeout, OSError)
 _BUSY = ("InternalError", "RequestThrottled", "OutboxFull")
 RETRY_MS = const(5000)  # after a failed call, the next try (at most describe_every_ms)
+_COUNTED_MS = const(1 << 20)  # ~17 minutes: far inside what ticks_diff spans on any port
 
 
 class Canceled(Exception):
@@ -162,8 +163,7 @@ class Runner:
         self.state = None
         # Start with start_next, not describe: after a reset it returns the IN_PROGRESS execution first.
         self._start = True
-        self._seen = time.ticks_ms()
-        self._waited = 0
+        self._last_check = time.ticks_ms()
         self._wait_ms = describe_every_ms
         self._job = None  # (jobId, executionNumber) of the execution whose handler runs
         self._step = None
@@ -232,16 +232,19 @@ class Runner:
         return outcome
 
     def _due(self):
-        # ticks_diff spans half the ticks period, 2**29 ms (6.2 days) on a 32-bit board: a longer wait (a weekly
-        # describe) would never be due. So the wait is summed from the gaps between steps, each one short.
         now = time.ticks_ms()
-        self._waited += time.ticks_diff(now, self._seen)
-        self._seen = now
-        return self._waited >= self._wait_ms
+        elapsed = time.ticks_diff(now, self._last_check)
+        if elapsed >= self._wait_ms:
+            return True
+        # ticks_diff spans half the ticks period, 2**29 ms (6.2 days) on a 32-bit board, so a longer wait (a
+        # weekly describe) would never come due: what has passed is taken off the wait now and then instead.
+        if elapsed >= _COUNTED_MS:
+            self._last_check = now
+            self._wait_ms -= elapsed
+        return False
 
     def _checked(self, wait_ms):
-        self._seen = time.ticks_ms()
-        self._waited = 0
+        self._last_check = time.ticks_ms()
         self._wait_ms = min(wait_ms, self.describe_every_ms)
 
     # ---- one execution -------------------------------------------------------------------------
