@@ -206,10 +206,15 @@ class Device:
             return not self.cutting and process.poll() is not None and process.returncode != RESET_EXIT_CODE
 
     def wait_end(self, timeout: float) -> bool:
-        """Wait for the device to end otherwise than by a reset (after which it starts again)."""
+        """Wait for the device to end otherwise than by a reset (after which it restarts), and for its last lines."""
         with self.changed:
-            return self.changed.wait_for(
+            ended = self.changed.wait_for(
                 lambda: self.process.poll() is not None and self.process.returncode != RESET_EXIT_CODE, timeout)
+            reader = self.reader
+        # The process can be seen ended before its reader has taken what it printed last (DONE).
+        if ended and reader is not None:
+            reader.join(timeout)
+        return ended
 
 
 def unfinished_writes(flash: Path) -> dict[str, bytes]:
