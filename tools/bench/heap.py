@@ -45,8 +45,8 @@ def smallest(passes: Callable[[int], bool], low: int, high: int) -> int:
 
 
 def cycle_passes(service: JobsService, broker: Mosquitto | None, client: str, kilobytes: int,
-                 folder: CertificateFolder | None = None) -> bool:
-    """One fresh thing and a 32 KB job; True when the device ends with the execution SUCCEEDED.
+                 runtime: str = "unix64", folder: CertificateFolder | None = None) -> bool:
+    """One fresh thing and a 32 KB job on runtime; True when the device ends with the execution SUCCEEDED.
 
     client "ours" and "naive" use the plain broker; "mqtts" and "https" the TLS service (started by tls_service)
     with the certificates of its folder.
@@ -61,7 +61,7 @@ def cycle_passes(service: JobsService, broker: Mosquitto | None, client: str, ki
         port = service.mqtts[1] if client == "mqtts" else int(service.https_url.rsplit(":", 1)[1])
         device = folder.thing(thing)
         args = ["localhost", str(port), thing, str(device.cert_der), str(device.key_der), str(folder.ca_der)]
-    ok, results, _ = run_device("unix64", SCRIPTS[client], args, "%dk" % kilobytes, timeout=30)
+    ok, results, _ = run_device(runtime, SCRIPTS[client], args, "%dk" % kilobytes, timeout=30)
     done = service.status(thing, thing + "-job") == "SUCCEEDED"
     return ok and done and results.get("operation") == "config"
 
@@ -91,6 +91,18 @@ def import_cost() -> dict[str, dict[str, int]]:
             raise RuntimeError("import measurement failed:\n" + output)
         costs[form] = results["import"]
     return costs
+
+
+def resident(runtime: str) -> dict[str, int]:
+    """Bytes the library keeps on the heap once imported: {"core": import iotjobs, "whole": every module}.
+
+    runtime: a device_command runtime; "esp32like" (frozen) against "esp32like-mpy" (.mpy files) on the 32-bit build.
+    """
+    ok, results, output = run_device(runtime, "dev_resident.py", [], "512k")
+    if not ok:
+        raise RuntimeError("resident measurement failed on %s:\n%s" % (runtime, output))
+    figures: dict[str, int] = results["resident"]
+    return figures
 
 
 def per_call(service: JobsService, broker: Mosquitto, repeats: int) -> dict[str, dict[str, int]]:
@@ -142,7 +154,7 @@ def measure(quick: bool = False) -> dict[str, Any]:
     def bisect(client: str, service: JobsService, broker: Mosquitto | None,
                folder: CertificateFolder | None = None) -> None:
         def passes(kilobytes: int) -> bool:
-            ok = cycle_passes(service, broker, client, kilobytes, folder)
+            ok = cycle_passes(service, broker, client, kilobytes, folder=folder)
             figures["trials"][client].append([kilobytes, ok])
             return ok
 
