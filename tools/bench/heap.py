@@ -94,7 +94,7 @@ def import_cost() -> dict[str, dict[str, int]]:
 
 
 def resident(runtime: str) -> dict[str, int]:
-    """Bytes the library keeps on the heap once imported: {"core": import iotjobs, "whole": every module}.
+    """Bytes the library keeps on the heap once imported: {"core": JobsClient, "whole": every module}.
 
     runtime: a device_command runtime; "esp32like" (frozen) against "esp32like-mpy" (.mpy files) on the 32-bit build.
     """
