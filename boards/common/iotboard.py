@@ -76,9 +76,9 @@ class Led:
         self.timer = Timer(spec.get("timer", 0))
         self.timer.init(period=100, mode=Timer.PERIODIC, callback=self._step)
 
-    def show(self, state):
-        """Switch to state's pattern; unknown states show "error"."""
-        log("status %s" % state)
+    def show(self, state, job_id=None):
+        """Switch to state's pattern (the runner's on_state); unknown states show "error"."""
+        log("status %s" % state if job_id is None else "status %s %s" % (state, job_id))
         self.pattern = PATTERNS.get(state, PATTERNS["error"])
         self.colour = COLOURS.get(state, COLOURS["error"])
         self.tick = 0

@@ -137,7 +137,14 @@ def _step_timeout(document):
 def _default_reset():
     import machine
 
-    machine.reset()
+    if hasattr(machine, "reset"):
+        machine.reset()
+    # The unix port has no machine.reset(): ending the process is its reset, as on iotjobs-vboard, which starts
+    # it again (run by hand, start it again yourself: the job resumes from its checkpoint).
+    print("iotjobs runner: this port has no machine.reset(): ending the process instead")
+    import sys
+
+    sys.exit(0)
 
 
 class Runner:
@@ -160,6 +167,7 @@ class Runner:
         self.idle_ms = idle_ms
         self.finished = 0  # executions this runner brought to a terminal state (or saw canceled)
         self.state = None
+        self.state_job = None  # the jobId that state is about (None when idle)
         # Start with start_next, not describe: after a reset it returns the IN_PROGRESS execution first.
         self._start = True
         self._last_check = time.ticks_ms()
@@ -171,7 +179,7 @@ class Runner:
         self._gone = None
         jobs_client.on_notify_next(self._notified_next)
         jobs_client.on_notify(self._notified)
-        self._set_state("idle")
+        self._set_state("idle", None)
 
     def run(self, max_jobs=None):
         """The device loop: forever, or until max_jobs executions reached a terminal state."""
@@ -200,7 +208,7 @@ class Runner:
                 self._checked(RETRY_MS)
                 return None
             if not start:
-                self._set_state("idle")
+                self._set_state("idle", None)
                 return None
         self._start = False
         self._checked(self.describe_every_ms)
@@ -211,7 +219,7 @@ class Runner:
             self._checked(RETRY_MS)
             return None
         if execution is None:
-            self._set_state("idle")
+            self._set_state("idle", None)
             return None
         # Whatever comes next, look again soon: one execution done may mean another waits.
         self._start = True
@@ -261,7 +269,7 @@ class Runner:
         execution["operation"] = operation
         execution["input"] = params
         del document, params
-        self._set_state("running")
+        self._set_state("running", job_id)
         try:
             self._save(job_id, number, checkpoint)
             self._progress({"state": "resumed" if checkpoint is not None else "started"})
@@ -270,7 +278,7 @@ class Runner:
         except Canceled:
             self._job = None
             store.remove(self.state_path)
-            self._set_state("canceled")
+            self._set_state("canceled", job_id)
             return "canceled"
         except Reboot:
             self._job = None
@@ -347,7 +355,7 @@ class Runner:
             self._report_error("reporting %s failed" % status, e)
             return None
         store.remove(self.state_path)
-        self._set_state(outcome)
+        self._set_state(outcome, job_id)
         return outcome
 
     def _save(self, job_id, number, step, final=None):
@@ -380,13 +388,14 @@ class Runner:
         if not any(isinstance(j, dict) and j.get("jobId") == self._job[0] for j in running):
             self._suspect = True
 
-    def _set_state(self, name):
-        if name == self.state:
+    def _set_state(self, name, job_id):
+        if name == self.state and job_id == self.state_job:
             return
         self.state = name
+        self.state_job = job_id
         if self.on_state is not None:
             try:
-                self.on_state(name)
+                self.on_state(name, job_id)
             except Exception as e:  # a broken LED must not stop the jobs
                 self._report_error("on_state raised", e)
 
