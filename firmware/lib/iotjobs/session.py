@@ -33,6 +33,20 @@ def _put_length(packet, size):
             return
 
 
+def broker_error(error, mqtt):
+    """error, reworded to name the broker it is about ("[Errno 111] ECONNREFUSED" alone names none)."""
+    where = "connect to %s:%s" % (getattr(mqtt, "server", "?"), getattr(mqtt, "port", "?"))
+    args = error.args
+    if isinstance(error, OSError):
+        if args and isinstance(args[0], int):
+            # The errno stays the first argument, where callers look for it (MicroPython prints its name too).
+            return OSError(args[0], where if len(args) < 2 else "%s: %s" % (where, args[1]))
+        return OSError("%s: %s" % (where, error))
+    if isinstance(error, ValueError):  # a server certificate refused by TLS
+        return ValueError("%s: %s" % (where, error))
+    return error
+
+
 class LinkDown(OSError):
     """The link to the broker failed; the session reconnects by itself."""
 
@@ -253,6 +267,12 @@ class Session:
         return True
 
     def _open(self):
+        try:
+            self._dial()
+        except (OSError, ValueError) as e:
+            raise broker_error(e, self.mqtt) from None
+
+    def _dial(self):
         try:
             self.mqtt.connect(True, timeout=self.response_ms / 1000)
             return
