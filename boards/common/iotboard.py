@@ -3,7 +3,8 @@
 import json
 import time
 
-CONFIG_PATH = "config.json"
+CONFIG_PATH = "config.json"  # written by iotjobs-deploy, and only by it
+SETTINGS_PATH = "settings.json"  # written by config jobs, and only by them; its keys win over config.json's
 BOARD_PATH = "board.json"
 WIFI_ATTEMPTS = 5
 WIFI_ATTEMPT_MS = 15000
@@ -48,6 +49,21 @@ def read_json(path, what):
         raise OSError("%s is missing: %s (iotjobs-deploy installs it)" % (path, what)) from None
     except ValueError:
         raise ValueError("%s is not valid JSON" % path) from None
+
+
+def load_config(hint):
+    """config.json with settings.json (what config jobs changed) laid over it: neither file overwrites the other."""
+    cfg = read_json(CONFIG_PATH, hint)
+    try:
+        settings = read_json(SETTINGS_PATH, "")
+    except OSError:
+        return cfg  # no config job has run yet
+    except ValueError as e:
+        log("%s ignored: %s" % (SETTINGS_PATH, e))
+        return cfg
+    if isinstance(settings, dict):
+        cfg.update(settings)
+    return cfg
 
 
 class Led:
@@ -167,8 +183,11 @@ def connect(jc, attempts=CONNECT_ATTEMPTS):
 def run_jobs(cfg, handlers, led, wlan=None, reset=None, max_jobs=None):
     """Connect as cfg's thing and run jobs with handlers until max_jobs are done (None: forever)."""
     from iotjobs import JobsClient
+    from iotjobs import handlers as builtin_handlers
     from iotjobs.runner import Runner
 
+    # The config handler writes settings.json: config.json is the deploy's, and a redeploy replaces it.
+    builtin_handlers.CONFIG_PATH = SETTINGS_PATH
     jc = JobsClient(mqtt_client(cfg), cfg["thing"], timeout_ms=cfg.get("timeout_ms", 10000), wlan=wlan)
     runner = Runner(jc, handlers, describe_every_ms=cfg.get("describe_every_ms", 60000), on_state=led.show,
                     reset=reset)
@@ -183,7 +202,7 @@ def start(handlers):
     """An ESP32 board's main: WiFi, clock, then jobs forever; a failed start-up resets the board to try again."""
     import machine
 
-    cfg = read_json(CONFIG_PATH, "copy config.example.json, fill it in, deploy it")
+    cfg = load_config("copy config.example.json, fill it in, deploy it")
     board = read_json(BOARD_PATH, "the board description")
     led = Led(board.get("led"))
     led.show("wifi")
