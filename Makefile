@@ -2,10 +2,13 @@
 SHELL := /bin/bash
 VENV := .venv/bin
 
-.PHONY: setup demo test lint typecheck clean bench
+.PHONY: setup demo test lint typecheck clean bench awscli
 
 setup:
 	@bash tools/setup.sh 2> >(grep -v "^WARNING: Location" >&2)
+
+# The aws CLI in a venv of its own (build/awscli; it pins its own botocore), linked as .venv/bin/aws.
+awscli: setup
 
 demo: setup
 	$(VENV)/python tools/demo.py
