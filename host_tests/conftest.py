@@ -10,6 +10,8 @@
   two services on one broker would both answer every request.
 - `create_job`: `create_job(service, job_id, thing, document=None, **options)` creates the thing if
   needed and a SNAPSHOT job for it; returns CreateJob's response.
+- `jobs_tls`: a started TLS service, as AWS serves devices (see the section "the local service with
+  TLS" below, with `tls_ca`, `other_thing_name` and `stranger_ca`).
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ from typing import Any
 
 import pytest
 
+from localjobs import certs
 from localjobs.broker import Mosquitto
+from localjobs.certs import CertificateFolder
 from localjobs.clock import ManualClock
+from localjobs.model import thing_arn
 from localjobs.service import JobsService
 
 DEFAULT_DOCUMENT: dict[str, Any] = {"operation": "test"}
@@ -75,7 +80,7 @@ def make_job(
     **options: Any,
 ) -> dict[str, Any]:
     service.create_thing(thing)
-    return service.create_job(job_id, [thing], DEFAULT_DOCUMENT if document is None else document, **options)
+    return service.create_job(job_id, [thing_arn(thing)], DEFAULT_DOCUMENT if document is None else document, **options)
 
 
 @pytest.fixture
@@ -122,3 +127,48 @@ def iot_data(jobs_http: JobsService) -> Any:
     import boto3
 
     return boto3.client("iot-jobs-data", endpoint_url=jobs_http.http_url, **BOTO_ARGS)
+
+
+# ---- the local service with TLS (issue 13) -------------------------------------------------------
+# - `tls_ca`: a `CertificateFolder` made once per session by `certs.init`: the CA (`ca_pem`, `ca_der`)
+#   and the server's certificate for localhost and 127.0.0.1.
+# - `other_thing_name`: a second thing name unique to the test.
+# - `jobs_tls`: a started `JobsService(tls=tls_ca.root, https=..., http=...)` with the real clock.
+#   Devices reach it only over MQTT with TLS at `service.mqtts` (host, port) and over HTTPS at
+#   `service.https_url`, each with a certificate of `tls_ca` that reaches only its own thing; the
+#   management API is plain HTTP at `service.http_url` and Python. `thing_name` and `other_thing_name`
+#   exist in it, each with its certificate: `tls_ca.thing(name)` has `cert_der`, `key_der` (boards,
+#   the unix port) and `cert_pem`, `key_pem` (desktop tools); dial `localhost` or 127.0.0.1 (the
+#   server certificate's names). `service.broker` is its own mosquitto (restart or kill it freely).
+# - `stranger_ca`: another CA's folder, made once per session: `certs.issue_thing(stranger_ca.root,
+#   name)` gives a certificate the service must refuse, whatever thing it names.
+
+
+@pytest.fixture(scope="session")
+def tls_ca(tmp_path_factory: pytest.TempPathFactory) -> CertificateFolder:
+    return certs.init(tmp_path_factory.mktemp("tls-ca"))
+
+
+@pytest.fixture(scope="session")
+def stranger_ca(tmp_path_factory: pytest.TempPathFactory) -> CertificateFolder:
+    return certs.init(tmp_path_factory.mktemp("stranger-ca"))
+
+
+@pytest.fixture
+def other_thing_name(thing_name: str) -> str:
+    return "other-" + thing_name
+
+
+@pytest.fixture
+def jobs_tls(tls_ca: CertificateFolder, thing_name: str, other_thing_name: str) -> Iterator[JobsService]:
+    for name in (thing_name, other_thing_name):
+        certs.issue_thing(tls_ca.root, name)
+    service = JobsService(
+        "127.0.0.1", 0, tls=tls_ca.root, https=("127.0.0.1", 0), http=("127.0.0.1", 0)
+    ).start()
+    try:
+        for name in (thing_name, other_thing_name):
+            service.create_thing(name)
+        yield service
+    finally:
+        service.stop()

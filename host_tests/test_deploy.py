@@ -14,7 +14,10 @@ from typing import Any
 import pytest
 
 import deploy
+from localjobs import certs
 from localjobs.broker import Mosquitto
+from localjobs.certs import CertificateFolder
+from localjobs.model import thing_arn
 from localjobs.service import JobsService
 from vboard import VirtualBoard
 
@@ -303,39 +306,21 @@ def test_a_micropython_too_old_for_our_mpy_is_refused(mpy: int, message: str | N
         deploy.check_runtime(found, {"micropython_min": "1.22"}, "/dev/x")
 
 
-def openssl(*args: str | Path) -> None:
-    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
-
-
-def make_pki(d: Path) -> None:
-    """A CA, a server certificate for localhost and a device certificate, all PEM as AWS IoT hands them out."""
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl("req", "-x509", *ec, "-keyout", d / "ca.key", "-out", d / "ca.crt", "-days", "2", "-subj", "/CN=ca",
-            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    for name, cn, usage in (("server", "localhost", "serverAuth"), ("device", "my-thing", "clientAuth")):
-        openssl("req", *ec, "-keyout", d / f"{name}.key", "-out", d / f"{name}.csr", "-subj", f"/CN={cn}")
-        (d / f"{name}.ext").write_text(f"subjectAltName=DNS:{cn}\nextendedKeyUsage={usage}\n")
-        openssl("x509", "-req", "-in", d / f"{name}.csr", "-CA", d / "ca.crt", "-CAkey", d / "ca.key",
-                "-CAcreateserial", "-out", d / f"{name}.crt", "-days", "2", "-extfile", d / f"{name}.ext")
-
-
-def test_the_deployed_board_runs_a_job_over_mutual_tls_from_pem_files(tmp_path: Path) -> None:
-    pki = tmp_path / "pki"
-    pki.mkdir()
-    make_pki(pki)
-    tls = {"cafile": pki / "ca.crt", "certfile": pki / "server.crt", "keyfile": pki / "server.key",
-           "require_certificate": True}
-    # The board speaks TLS; the local Jobs service uses the plain listener beside it.
-    with Mosquitto(tls=tls, plain_port=0) as broker, VirtualBoard(tmp_path / "board", heapsize="160k") as board:
-        assert broker.plain_port is not None
-        with JobsService(broker.host, broker.plain_port) as service:
-            config = write_config(tmp_path, endpoint="localhost", port=broker.port, thing="my-thing", max_jobs=1,
-                                  cert="device.crt", key="device.key", ca="ca.crt")
-            done = run_deploy("--board", "unix", "--port", board.path, "--config", str(config), "--certs", str(pki))
-            assert done.returncode == 0, done.stdout + done.stderr
-            service.create_thing("my-thing")
-            service.create_job("greet-tls", ["my-thing"], {"operation": "greet", "message": "over TLS"})
-            ran = mpremote(board, "exec", "import main")
-            assert "board: connected to localhost:%d as my-thing" % broker.port in ran.stdout, ran.stdout + ran.stderr
-            assert "board: done: 1 job(s)" in ran.stdout
-            assert service.status("my-thing", "greet-tls") == "SUCCEEDED"
+def test_the_deployed_board_runs_a_job_over_mutual_tls_from_pem_files(tmp_path: Path,
+                                                                      tls_ca: CertificateFolder) -> None:
+    # The folder `iotjobs-local certs` makes, PEM files as AWS IoT hands them out; the board gets them as DER.
+    certs.issue_thing(tls_ca.root, "my-thing")
+    with JobsService("127.0.0.1", 0, tls=tls_ca.root) as service, \
+            VirtualBoard(tmp_path / "board", heapsize="160k") as board:
+        port = service.mqtts[1]
+        config = write_config(tmp_path, endpoint="localhost", port=port, thing="my-thing", max_jobs=1,
+                              cert="things/my-thing/cert.pem", key="things/my-thing/key.pem", ca="ca.pem")
+        done = run_deploy("--board", "unix", "--port", board.path, "--config", str(config),
+                          "--certs", str(tls_ca.root))
+        assert done.returncode == 0, done.stdout + done.stderr
+        service.create_thing("my-thing")
+        service.create_job("greet-tls", [thing_arn("my-thing")], {"operation": "greet", "message": "over TLS"})
+        ran = mpremote(board, "exec", "import main")
+        assert "board: connected to localhost:%d as my-thing" % port in ran.stdout, ran.stdout + ran.stderr
+        assert "board: done: 1 job(s)" in ran.stdout
+        assert service.status("my-thing", "greet-tls") == "SUCCEEDED"

@@ -12,6 +12,7 @@ import paho.mqtt.client as paho
 import pytest
 
 from device import PORTABLE, RUNTIMES, Run, run, start
+from localjobs.model import thing_arn
 
 SCENARIOS = PORTABLE / "scenarios.py"
 DOC = {"operation": "greet", "steps": 2}
@@ -29,7 +30,7 @@ def runtime(request: pytest.FixtureRequest) -> str:
 
 
 def test_full_lifecycle(runtime, mosquitto, jobs_service, thing_name):
-    jobs_service.create_job("job-life", [thing_name], DOC)
+    jobs_service.create_job("job-life", [thing_arn(thing_name)], DOC)
     done = scenario(runtime, "lifecycle", mosquitto, thing_name)
 
     pending = done["pending"]
@@ -55,7 +56,7 @@ def test_full_lifecycle(runtime, mosquitto, jobs_service, thing_name):
 
 @pytest.mark.parametrize("status", ["FAILED", "REJECTED"])
 def test_failed_and_rejected(runtime, mosquitto, jobs_service, thing_name, status):
-    jobs_service.create_job("job-end", [thing_name], DOC)
+    jobs_service.create_job("job-end", [thing_arn(thing_name)], DOC)
     done = scenario(runtime, "finish", mosquitto, thing_name, status)
     assert done["finished"]["executionState"]["status"] == status
     assert jobs_service.describe_job_execution(thing_name, "job-end")["status"] == status
@@ -66,7 +67,7 @@ def test_failed_and_rejected(runtime, mosquitto, jobs_service, thing_name, statu
 
 def test_queued_jobs_start_in_order(runtime, mosquitto, jobs_service, thing_name):
     for job_id in ("job-b", "job-a", "job-c"):
-        jobs_service.create_job(job_id, [thing_name], DOC)
+        jobs_service.create_job(job_id, [thing_arn(thing_name)], DOC)
     done = scenario(runtime, "in_order", mosquitto, thing_name)
     assert done["started"] == ["job-b", "job-a", "job-c"]
 
@@ -79,7 +80,7 @@ def test_nothing_pending(runtime, mosquitto, jobs_service, thing_name):
 
 
 def test_describe_by_id_and_number(runtime, mosquitto, jobs_service, thing_name):
-    jobs_service.create_job("job-desc", [thing_name], DOC)
+    jobs_service.create_job("job-desc", [thing_arn(thing_name)], DOC)
     number = jobs_service.describe_job_execution(thing_name, "job-desc")["executionNumber"]
     done = scenario(runtime, "describe", mosquitto, thing_name, "job-desc", str(number))
     assert done["full"]["jobDocument"] == DOC and done["full"]["status"] == "QUEUED"
@@ -89,7 +90,7 @@ def test_describe_by_id_and_number(runtime, mosquitto, jobs_service, thing_name)
 
 
 def test_version_mismatch_carries_state(runtime, mosquitto, jobs_service, thing_name):
-    jobs_service.create_job("job-vm", [thing_name], DOC)
+    jobs_service.create_job("job-vm", [thing_arn(thing_name)], DOC)
     done = scenario(runtime, "version_mismatch", mosquitto, thing_name)
     mismatch = done["mismatch"]
     assert mismatch["code"] == "VersionMismatch"
@@ -100,7 +101,7 @@ def test_version_mismatch_carries_state(runtime, mosquitto, jobs_service, thing_
 
 
 def test_invalid_transition_after_terminal(runtime, mosquitto, jobs_service, thing_name):
-    jobs_service.create_job("job-term", [thing_name], DOC)
+    jobs_service.create_job("job-term", [thing_arn(thing_name)], DOC)
     done = scenario(runtime, "invalid_transition", mosquitto, thing_name)
     assert done["transition"]["code"] == "InvalidStateTransition"
     assert done["transition"]["execution_state"]["status"] == "SUCCEEDED"
@@ -113,7 +114,7 @@ def test_notifications_dispatched_while_a_call_waits(runtime, mosquitto, jobs_se
     def create_before_reply(thing, api, topic, request, publish):
         if api == "get_pending" and not created:
             created.append(thing)
-            jobs_service.create_job("job-late", [thing], DOC)
+            jobs_service.create_job("job-late", [thing_arn(thing)], DOC)
         return None
 
     jobs_service.interceptor = create_before_reply
@@ -131,7 +132,7 @@ def test_poll_dispatches_notifications_in_order(runtime, mosquitto, jobs_service
     try:
         assert device.stdout is not None
         assert device.stdout.readline().strip() == "READY"
-        jobs_service.create_job("job-polled", [thing_name], DOC)
+        jobs_service.create_job("job-polled", [thing_arn(thing_name)], DOC)
         out, err = device.communicate(timeout=30)
     finally:
         device.kill()
@@ -142,7 +143,7 @@ def test_poll_dispatches_notifications_in_order(runtime, mosquitto, jobs_service
 
 
 def test_foreign_and_broken_responses_are_dropped(runtime, mosquitto, jobs_service, thing_name):
-    jobs_service.create_job("job-f", [thing_name], DOC)
+    jobs_service.create_job("job-f", [thing_arn(thing_name)], DOC)
     base = "$aws/things/%s/jobs" % thing_name
 
     def inject(thing, api, topic, request, publish):
@@ -228,7 +229,7 @@ def test_bad_input_is_refused_before_publishing(runtime, mosquitto, jobs_service
 
 def test_unicode_status_details_round_trip(runtime, mosquitto, jobs_service, thing_name):
     text = "température élevée ✓ 中文"
-    jobs_service.create_job("job-u", [thing_name], DOC)
+    jobs_service.create_job("job-u", [thing_arn(thing_name)], DOC)
     done = scenario(runtime, "unicode_details", mosquitto, thing_name, text)
     assert done["details"] == {"message": text}
     assert jobs_service.describe_job_execution(thing_name, "job-u")["statusDetails"] == {"message": text}
@@ -244,7 +245,7 @@ LARGE_DOC_HEAP = "96k"
 
 def test_32k_document_on_a_bounded_heap(runtime, mosquitto, jobs_service, thing_name):
     assert 32000 < len(json.dumps(LARGE_DOC)) <= 32768
-    jobs_service.create_job("job-big", [thing_name], LARGE_DOC)
+    jobs_service.create_job("job-big", [thing_arn(thing_name)], LARGE_DOC)
     done = scenario(runtime, "large_document", mosquitto, thing_name, "job-big", heapsize=LARGE_DOC_HEAP)
     document = done["document"]
     # Too big to parse on a board: it stays on flash as a JobDocument, and the fields a handler asks for
@@ -261,7 +262,7 @@ def test_longest_thing_name(runtime, mosquitto, jobs_service):
     thing = "t" * 116 + uuid.uuid4().hex[:12]
     assert len(thing) == 128
     jobs_service.create_thing(thing)
-    jobs_service.create_job("job-long", [thing], DOC)
+    jobs_service.create_job("job-long", [thing_arn(thing)], DOC)
     done = scenario(runtime, "lifecycle", mosquitto, thing)
     assert done["done"]["executionState"]["status"] == "SUCCEEDED"
     assert jobs_service.describe_job_execution(thing, "job-long")["status"] == "SUCCEEDED"

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from device import RUNTIMES, Run, run
+from localjobs.model import thing_arn
 from localjobs.service import JobsService
 from test_runner import RUNNER_HEAP, SCRIPT
 
@@ -62,8 +63,9 @@ def test_download_with_good_sha256_succeeds_with_percent_progress(runtime, mosqu
     digest = put(tmp_path, "app.bin", data)
     target = tmp_path / "device" / "app.bin"
     target.parent.mkdir()
-    service.create_job("job-dl", [thing_name], {"operation": "download", "url": PLACEHOLDER % (BUCKET, "app.bin"),
-                                                "path": str(target), "sha256": digest})
+    service.create_job("job-dl", [thing_arn(thing_name)],
+                       {"operation": "download", "url": PLACEHOLDER % (BUCKET, "app.bin"),
+                        "path": str(target), "sha256": digest})
     done = board(runtime, mosquitto, thing_name, tmp_path / "device")
     assert done["states"] == ["idle", "running", "succeeded"]
     assert target.read_bytes() == data
@@ -81,8 +83,9 @@ def test_download_with_bad_sha256_fails_and_leaves_the_old_file(runtime, mosquit
     target.parent.mkdir()
     target.write_bytes(b"old firmware")
     wrong = "0" * 64
-    service.create_job("job-bad", [thing_name], {"operation": "download", "url": PLACEHOLDER % (BUCKET, "app.bin"),
-                                                 "path": str(target), "sha256": wrong})
+    service.create_job("job-bad", [thing_arn(thing_name)],
+                       {"operation": "download", "url": PLACEHOLDER % (BUCKET, "app.bin"),
+                        "path": str(target), "sha256": wrong})
     done = board(runtime, mosquitto, thing_name, tmp_path / "device")
     assert done["states"] == ["idle", "running", "failed"]
     failed = history(service, thing_name, "job-bad")[-1]
@@ -99,8 +102,9 @@ def test_download_larger_than_the_heap(runtime, mosquitto, service, thing_name, 
     digest = put(tmp_path, "big.bin", data)
     target = tmp_path / "device" / "big.bin"
     target.parent.mkdir()
-    service.create_job("job-big", [thing_name], {"operation": "download", "url": PLACEHOLDER % (BUCKET, "big.bin"),
-                                                 "path": str(target), "sha256": digest})
+    service.create_job("job-big", [thing_arn(thing_name)],
+                       {"operation": "download", "url": PLACEHOLDER % (BUCKET, "big.bin"),
+                        "path": str(target), "sha256": digest})
     done = board(runtime, mosquitto, thing_name, tmp_path / "device")
     assert done["states"] == ["idle", "running", "succeeded"], done.stdout
     assert target.stat().st_size == len(data) and hashlib.sha256(target.read_bytes()).hexdigest() == digest
@@ -110,8 +114,9 @@ def test_size_limit_is_enforced_before_writing(runtime, mosquitto, service, thin
     digest = put(tmp_path, "huge.bin", b"x" * 50_000)
     target = tmp_path / "device" / "huge.bin"
     target.parent.mkdir()
-    service.create_job("job-huge", [thing_name], {"operation": "download", "url": PLACEHOLDER % (BUCKET, "huge.bin"),
-                                                  "path": str(target), "sha256": digest})
+    service.create_job("job-huge", [thing_arn(thing_name)],
+                       {"operation": "download", "url": PLACEHOLDER % (BUCKET, "huge.bin"),
+                        "path": str(target), "sha256": digest})
     done = board(runtime, mosquitto, thing_name, tmp_path / "device", "40000")
     assert done["states"] == ["idle", "running", "failed"]
     failed = history(service, thing_name, "job-huge")[-1]["statusDetails"]
@@ -122,8 +127,9 @@ def test_size_limit_is_enforced_before_writing(runtime, mosquitto, service, thin
 def test_missing_object_fails_without_leaking_the_signature(runtime, mosquitto, service, thing_name, tmp_path):
     target = tmp_path / "device" / "none.bin"
     target.parent.mkdir()
-    service.create_job("job-404", [thing_name], {"operation": "download", "url": PLACEHOLDER % (BUCKET, "none.bin"),
-                                                 "path": str(target)})
+    service.create_job("job-404", [thing_arn(thing_name)],
+                       {"operation": "download", "url": PLACEHOLDER % (BUCKET, "none.bin"),
+                        "path": str(target)})
     board(runtime, mosquitto, thing_name, tmp_path / "device")
     failed = history(service, thing_name, "job-404")[-1]
     assert failed["status"] == "FAILED"
@@ -141,7 +147,7 @@ def test_aws_download_file_template_document(runtime, mosquitto, service, thing_
         "name": "Download-File", "type": "runHandler", "runAsUser": "root",
         "input": {"handler": "download-file.sh", "path": "default",
                   "args": [PLACEHOLDER % (BUCKET, "settings.txt"), str(target)]}}}]}
-    service.create_job("job-aws", [thing_name], document)
+    service.create_job("job-aws", [thing_arn(thing_name)], document)
     done = board(runtime, mosquitto, thing_name, tmp_path / "device")
     assert done["states"] == ["idle", "running", "succeeded"]
     assert target.read_bytes() == data

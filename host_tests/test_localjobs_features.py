@@ -12,7 +12,7 @@ import pytest
 
 from localjobs.clock import ManualClock
 from localjobs.documents import Documents
-from localjobs.model import ApiError, JobsModel
+from localjobs.model import ApiError, JobsModel, thing_arn
 from localjobs.service import JobsService
 from localjobs.store import Store
 
@@ -50,7 +50,7 @@ def notes(model: JobsModel) -> list[tuple[str, str]]:
 def test_step_timer_is_replaced_cancelled_and_capped_by_the_in_progress_timer(
     model: JobsModel, clock: ManualClock
 ) -> None:
-    model.create_job("j1", ["t0"], DOC, timeout_config={"inProgressTimeoutInMinutes": 10})
+    model.create_job("j1", [thing_arn("t0")], DOC, timeout_config={"inProgressTimeoutInMinutes": 10})
     model.start_next("t0", step_timeout_min=3)
     assert model.describe_job_execution("t0", "j1")["approximateSecondsBeforeTimedOut"] == 180
     clock.advance(120)
@@ -74,7 +74,7 @@ def test_step_timer_is_replaced_cancelled_and_capped_by_the_in_progress_timer(
 
 def test_maximum_per_minute_releases_executions_minute_by_minute(model: JobsModel, clock: ManualClock) -> None:
     things = [f"t{n}" for n in range(5)]
-    model.create_job("j1", things, DOC, rollout_config={"maximumPerMinute": 2})
+    model.create_job("j1", [thing_arn(t) for t in things], DOC, rollout_config={"maximumPerMinute": 2})
     assert statuses(model, "j1") == {"t0": "QUEUED", "t1": "QUEUED"}
     assert model.get_pending("t2")["queuedJobs"] == []
     assert ("t2", "notify") not in notes(model)
@@ -107,7 +107,7 @@ def test_exponential_rate_grows_with_notified_things(model: JobsModel, clock: Ma
             "rateIncreaseCriteria": {"numberOfNotifiedThings": 2},
         },
     }
-    model.create_job("j1", [f"t{n}" for n in range(30)], DOC, rollout_config=rollout)
+    model.create_job("j1", [thing_arn(f"t{n}") for n in range(30)], DOC, rollout_config=rollout)
     released = [len(statuses(model, "j1"))]
     for _ in range(4):
         clock.advance(60)
@@ -126,7 +126,7 @@ def test_exponential_rate_grows_with_succeeded_things(model: JobsModel, clock: M
             "rateIncreaseCriteria": {"numberOfSucceededThings": 1},
         }
     }
-    model.create_job("j1", [f"t{n}" for n in range(6)], DOC, rollout_config=rollout)
+    model.create_job("j1", [thing_arn(f"t{n}") for n in range(6)], DOC, rollout_config=rollout)
     clock.advance(60)
     model.tick()
     assert len(statuses(model, "j1")) == 2  # nothing succeeded: still one a minute
@@ -149,7 +149,7 @@ def test_rollout_config_is_validated(model: JobsModel) -> None:
         },
     ):
         with pytest.raises(ApiError) as caught:
-            model.create_job("bad", ["t0"], DOC, rollout_config=bad)
+            model.create_job("bad", [thing_arn("t0")], DOC, rollout_config=bad)
         assert caught.value.code == "InvalidRequest"
 
 
@@ -162,7 +162,7 @@ def test_abort_config_cancels_the_job_with_a_reason(model: JobsModel) -> None:
             {"action": "CANCEL", "failureType": "FAILED", "minNumberOfExecutedThings": 3, "thresholdPercentage": 50}
         ]
     }
-    model.create_job("j1", [f"t{n}" for n in range(6)], DOC, abort_config=abort)
+    model.create_job("j1", [thing_arn(f"t{n}") for n in range(6)], DOC, abort_config=abort)
     model.start_next("t5")
     model.update("t0", "j1", "FAILED")
     model.update("t1", "j1", "REJECTED")  # 2 executed: below the minimum
@@ -184,7 +184,8 @@ def test_abort_all_counts_every_failure_type(model: JobsModel, clock: ManualCloc
         ]
     }
     model.create_job(
-        "j1", ["t0", "t1", "t2"], DOC, abort_config=abort, timeout_config={"inProgressTimeoutInMinutes": 1}
+        "j1", [thing_arn(t) for t in ("t0", "t1", "t2")], DOC, abort_config=abort,
+        timeout_config={"inProgressTimeoutInMinutes": 1},
     )
     model.update("t0", "j1", "REJECTED")
     model.start_next("t1")
@@ -192,6 +193,90 @@ def test_abort_all_counts_every_failure_type(model: JobsModel, clock: ManualCloc
     model.tick()
     assert model.describe_job("j1")["status"] == "CANCELED"
     assert statuses(model, "j1") == {"t0": "REJECTED", "t1": "TIMED_OUT", "t2": "CANCELED"}
+
+
+# ---- jobProcessDetails.processingTargets ------------------------------------------------------
+
+
+def processing(model: JobsModel, job_id: str) -> list[str] | None:
+    """processingTargets as thing names, None when DescribeJob leaves it out; checked against the counts."""
+    details = model.describe_job(job_id)["jobProcessDetails"]
+    targets = details.get("processingTargets")
+    assert len(targets or []) == details["numberOfInProgressThings"]
+    assert model.index_errors() == []
+    return None if targets is None else [t.removeprefix(thing_arn("")) for t in targets]
+
+
+def test_processing_targets_are_the_things_executing_the_job_now(model: JobsModel, clock: ManualClock) -> None:
+    timeouts = {"inProgressTimeoutInMinutes": 1}
+    model.create_job("j1", [thing_arn(f"t{n}") for n in range(6)], DOC, timeout_config=timeouts)
+    assert processing(model, "j1") is None  # QUEUED is awaiting execution, not executing
+    model.start_next("t3")
+    model.update("t1", "j1", "IN_PROGRESS", {"step": "1"})
+    model.start_next("t4")
+    assert processing(model, "j1") == ["t1", "t3", "t4"]  # in the order the job queued them
+    model.update("t1", "j1", "IN_PROGRESS", {"step": "2"})  # still executing: no change
+    model.update("t3", "j1", "SUCCEEDED")
+    assert processing(model, "j1") == ["t1", "t4"]
+    model.update("t4", "j1", "FAILED")
+    model.start_next("t0")
+    model.start_next("t5")
+    model.cancel_job_execution("j1", "t5", force=True)
+    model.delete_thing("t0")  # REMOVED
+    assert processing(model, "j1") == ["t1"]
+    clock.advance(60)
+    model.tick()  # t1 times out
+    assert processing(model, "j1") is None
+    model.start_next("t2")
+    assert processing(model, "j1") == ["t2"]
+    model.delete_job_execution("j1", "t2", 1, force=True)
+    assert processing(model, "j1") is None
+    assert model.describe_job("j1")["status"] == "COMPLETED"
+
+
+def test_processing_targets_follow_executions_of_continuous_jobs_and_cancels(model: JobsModel) -> None:
+    model.create_thing_group("fleet")
+    model.add_thing_to_thing_group("fleet", "t0")
+    model.create_job("c1", [GROUP + "fleet"], DOC, target_selection="CONTINUOUS")
+    model.start_next("t0")
+    model.update("t0", "c1", "REJECTED")
+    model.add_thing_to_thing_group("fleet", "t1")
+    model.start_next("t1")
+    assert processing(model, "c1") == ["t1"]
+    model.remove_thing_from_thing_group("fleet", "t1")  # its execution becomes REMOVED
+    assert processing(model, "c1") is None
+    model.add_thing_to_thing_group("fleet", "t1")  # execution number 2
+    model.start_next("t1")
+    model.remove_thing_from_thing_group("fleet", "t0")
+    model.add_thing_to_thing_group("fleet", "t0")  # queued after t1's second execution
+    model.start_next("t0")
+    assert processing(model, "c1") == ["t1", "t0"]
+    model.delete_job_execution("c1", "t1", 1)  # an older execution: the latest still counts
+    model.delete_job_execution("c1", "t0", 1)
+    assert processing(model, "c1") == ["t1", "t0"]
+    model.cancel_job("c1")  # without force, IN_PROGRESS carries on
+    assert processing(model, "c1") == ["t1", "t0"]
+    model.cancel_job("c1", force=True)
+    assert processing(model, "c1") is None
+
+
+def test_processing_targets_survive_a_restart_and_the_recount_check_sees_a_wrong_one(
+    model: JobsModel, clock: ManualClock, tmp_path: Path
+) -> None:
+    model.create_job("j1", [thing_arn(f"t{n}") for n in range(4)], DOC)
+    for thing in ("t2", "t0", "t3"):
+        model.start_next(thing)
+    model.update("t3", "j1", "SUCCEEDED")
+    store = Store(tmp_path / "jobs.db")
+    store.save(model.to_records())
+    again = JobsModel(clock)
+    again.load_records(store.load())
+    assert processing(again, "j1") == processing(model, "j1") == ["t0", "t2"]
+    again.start_next("t1")
+    assert processing(again, "j1") == ["t0", "t1", "t2"]
+    # What IOTJOBS_LOCAL_CHECK runs after every save: the kept list against a recount of the executions.
+    again._processing["j1"].pop()
+    assert again.index_errors() == ["processing targets of j1"]
 
 
 # ---- CONTINUOUS jobs and thing groups ----------------------------------------------------------
@@ -218,14 +303,14 @@ def test_continuous_job_follows_its_group(model: JobsModel) -> None:
     model.add_thing_to_thing_group("fleet", "t1")
     assert model.describe_job_execution("t1", "c1")["executionNumber"] == 2
     # A thing targeted directly stays when it leaves the group.
-    model.associate_targets_with_job("c1", ["t2"])
+    model.associate_targets_with_job("c1", [thing_arn("t2")])
     model.add_thing_to_thing_group("fleet", "t2")
     model.remove_thing_from_thing_group("fleet", "t2")
     assert statuses(model, "c1")["t2"] == "QUEUED"
 
 
 def test_deleting_a_thing_removes_its_pending_executions(model: JobsModel) -> None:
-    model.create_job("j1", ["t0", "t1"], DOC)
+    model.create_job("j1", [thing_arn("t0"), thing_arn("t1")], DOC)
     model.delete_thing("t0")
     assert statuses(model, "j1") == {"t0": "REMOVED", "t1": "QUEUED"}
     with pytest.raises(ApiError):
@@ -237,7 +322,7 @@ def test_deleting_a_thing_removes_its_pending_executions(model: JobsModel) -> No
 
 def test_document_parameters_are_substituted(model: JobsModel) -> None:
     raw = json.dumps({"url": "${aws:iot:parameter:url}", "n": "${aws:iot:parameter:n}"})
-    model.create_job("j1", ["t0"], raw, document_parameters={"url": 'https://x/"a"', "n": "3"})
+    model.create_job("j1", [thing_arn("t0")], raw, document_parameters={"url": 'https://x/"a"', "n": "3"})
     assert model.start_next("t0")["execution"]["jobDocument"] == {"url": 'https://x/"a"', "n": "3"}
     assert json.loads(model.get_job_document("j1")) == {"url": 'https://x/"a"', "n": "3"}
     assert model.get_job_document("j1", before_substitution=True) == raw
@@ -250,17 +335,17 @@ def test_document_source_from_file_and_s3_folder(model: JobsModel, clock: Manual
     (tmp_path / "files" / "bucket").mkdir(parents=True)
     (tmp_path / "files" / "bucket" / "job.json").write_text(json.dumps({"from": "s3"}))
     (tmp_path / "local.json").write_text(json.dumps({"from": "file"}))
-    model.create_job("j1", ["t0"], document_source=f"file://{tmp_path / 'local.json'}")
-    model.create_job("j2", ["t1"], document_source="https://s3.amazonaws.com/bucket/job.json")
+    model.create_job("j1", [thing_arn("t0")], document_source=f"file://{tmp_path / 'local.json'}")
+    model.create_job("j2", [thing_arn("t1")], document_source="https://s3.amazonaws.com/bucket/job.json")
     assert model.start_next("t0")["execution"]["jobDocument"] == {"from": "file"}
     assert model.start_next("t1")["execution"]["jobDocument"] == {"from": "s3"}
     assert model.describe_job("j2")["documentSource"] == "https://s3.amazonaws.com/bucket/job.json"
     for source in ("https://s3.amazonaws.com/bucket/missing.json", "https://example.com/x", "file:///nonexistent"):
         with pytest.raises(ApiError) as caught:
-            model.create_job("j3", ["t0"], document_source=source)
+            model.create_job("j3", [thing_arn("t0")], document_source=source)
         assert caught.value.code == "InvalidRequest"
     with pytest.raises(ApiError):
-        model.create_job("j3", ["t0"], DOC, document_source="file:///x")  # not both
+        model.create_job("j3", [thing_arn("t0")], DOC, document_source="file:///x")  # not both
 
 
 def test_presigned_url_placeholder_becomes_a_url_that_expires(
@@ -301,7 +386,7 @@ def test_presigned_url_placeholder_becomes_a_url_that_expires(
 def test_store_round_trip_keeps_everything(model: JobsModel, clock: ManualClock, tmp_path: Path) -> None:
     model.create_thing_group("g")
     model.add_thing_to_thing_group("g", "t1")
-    model.create_job("j1", ["t0", "t1", "t2"], DOC, rollout_config={"maximumPerMinute": 1})
+    model.create_job("j1", [thing_arn(t) for t in ("t0", "t1", "t2")], DOC, rollout_config={"maximumPerMinute": 1})
     model.start_next("t0", {"a": "b"}, step_timeout_min=4)
     store = Store(tmp_path / "db" / "jobs.db")
     assert store.save(model.to_records()) > 0
@@ -318,5 +403,5 @@ def test_store_round_trip_keeps_everything(model: JobsModel, clock: ManualClock,
     clock.advance(60)
     again.tick()
     assert len(statuses(again, "j1")) == 2
-    again.create_job("j2", ["t0"], DOC)  # the creation order counter carried on
+    again.create_job("j2", [thing_arn("t0")], DOC)  # the creation order counter carried on
     assert again.pending("t0")[-1].seq > max(r.seq for r in again.pending("t0")[:-1])

@@ -157,6 +157,70 @@ def test_associate_targets_with_continuous_job(iot: Any, iot_data: Any, thing_na
     fails("ResourceNotFoundException", 404, iot.associate_targets_with_job, jobId="nope", targets=[group_arn("g1")])
 
 
+def test_a_bare_thing_name_in_targets_is_refused_naming_it(iot: Any, thing_name: str) -> None:
+    error = fails("InvalidRequestException", 400, iot.create_job, jobId="j1", targets=[thing_name], document=DOC)
+    assert error["Error"]["Message"] == (
+        f"Invalid target {thing_name}: targets are thing or thing group ARNs, not names "
+        f"(thing {thing_name} is {thing_arn(thing_name)})"
+    )
+    iot.create_job(jobId="c1", targets=[thing_arn(thing_name)], document=DOC, targetSelection="CONTINUOUS")
+    iot.create_thing_group(thingGroupName="g1")
+    error = fails("InvalidRequestException", 400, iot.associate_targets_with_job, jobId="c1", targets=["g1"])
+    assert error["Error"]["Message"].startswith("Invalid target g1: targets are thing or thing group ARNs")
+    assert [j["jobId"] for j in iot.list_jobs()["jobs"]] == ["c1"]
+    assert iot.describe_job(jobId="c1")["job"]["targets"] == [thing_arn(thing_name)]
+
+
+def test_processing_targets_over_http(iot: Any, iot_data: Any, thing_name: str) -> None:
+    iot.create_thing(thingName="t2")
+    job(iot, "j1", thing_name, "t2")
+    assert "processingTargets" not in iot.describe_job(jobId="j1")["job"]["jobProcessDetails"]
+    iot_data.start_next_pending_job_execution(thingName="t2")
+    iot_data.start_next_pending_job_execution(thingName=thing_name)
+    details = iot.describe_job(jobId="j1")["job"]["jobProcessDetails"]
+    assert details["processingTargets"] == [thing_arn(thing_name), thing_arn("t2")]
+    assert (details["numberOfInProgressThings"], details["numberOfQueuedThings"]) == (2, 0)
+    iot_data.update_job_execution(thingName="t2", jobId="j1", status="SUCCEEDED")
+    assert iot.describe_job(jobId="j1")["job"]["jobProcessDetails"]["processingTargets"] == [thing_arn(thing_name)]
+
+
+EXECUTION_STATUSES = "QUEUED, IN_PROGRESS, SUCCEEDED, FAILED, TIMED_OUT, REJECTED, REMOVED, CANCELED"
+
+
+@pytest.mark.parametrize(
+    ("client", "call", "args", "where", "values"),
+    [
+        ("iot", "list_jobs", {"status": "SUCCEEDED"}, "status",
+         "IN_PROGRESS, CANCELED, COMPLETED, DELETION_IN_PROGRESS, SCHEDULED"),
+        ("iot", "list_jobs", {"targetSelection": "ONCE"}, "targetSelection", "CONTINUOUS, SNAPSHOT"),
+        ("iot", "create_job", {"jobId": "j2", "targets": "THING", "document": DOC, "targetSelection": "ONCE"},
+         "targetSelection", "CONTINUOUS, SNAPSHOT"),
+        ("iot", "list_job_executions_for_job", {"jobId": "j1", "status": "DONE"}, "status", EXECUTION_STATUSES),
+        ("iot", "list_job_executions_for_thing", {"thingName": "THING", "status": "DONE"}, "status",
+         EXECUTION_STATUSES),
+        ("iot", "update_job", {"jobId": "j1", "abortConfig": {"criteriaList": [
+            {"action": "CANCEL", "failureType": "SOME", "minNumberOfExecutedThings": 1, "thresholdPercentage": 5}]}},
+         "abortConfig.criteriaList.1.member.failureType", "FAILED, REJECTED, TIMED_OUT, ALL"),
+        ("iot-jobs-data", "update_job_execution", {"thingName": "THING", "jobId": "j1", "status": "DONE"}, "status",
+         EXECUTION_STATUSES),
+    ],
+)
+def test_an_unknown_enum_value_lists_the_valid_ones(
+    iot: Any, iot_data: Any, thing_name: str, client: str, call: str, args: dict[str, Any], where: str, values: str
+) -> None:
+    job(iot, "j1", thing_name)
+    things = {"thingName": thing_name, "targets": [thing_arn(thing_name)]}
+    args = {key: things[key] if value == "THING" else value for key, value in args.items()}
+    member = where.rsplit(".", 1)[-1]
+    bad = args.get(member) or args["abortConfig"]["criteriaList"][0][member]
+    error = fails("InvalidRequestException", 400, getattr(iot if client == "iot" else iot_data, call), **args)
+    assert error["Error"]["Message"] == (
+        f"1 validation error detected: Value '{bad}' at '{where}' failed to satisfy constraint: "
+        f"Member must satisfy enum value set: [{values}]"
+    )
+    assert [j["jobId"] for j in iot.list_jobs()["jobs"]] == ["j1"]
+
+
 def test_list_job_executions(iot: Any, iot_data: Any, thing_name: str) -> None:
     iot.create_thing(thingName="t2")
     job(iot, "j1", thing_name, "t2")

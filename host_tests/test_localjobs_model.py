@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from localjobs.clock import Clock, ManualClock
-from localjobs.model import ApiError, JobsModel
+from localjobs.model import ApiError, JobsModel, thing_arn
 from localjobs.mqtt_api import (
     INVALID_TOPIC,
     Route,
@@ -39,7 +39,7 @@ def model(clock: ManualClock) -> JobsModel:
 
 def add_jobs(model: JobsModel, *job_ids: str, thing: str = "t1", **options: Any) -> None:
     for job_id in job_ids:
-        model.create_job(job_id, [thing], DOC, **options)
+        model.create_job(job_id, [thing_arn(thing)], DOC, **options)
     model.take_notifications()
 
 
@@ -347,7 +347,7 @@ def test_invalid_thing_names_are_invalid_request(model: JobsModel, thing: str) -
 @pytest.mark.parametrize("job_id", ["", "j" * 65, "job.1", "job:1", "$next", "a b"])
 def test_invalid_job_ids_are_invalid_request(model: JobsModel, job_id: str) -> None:
     rejects("InvalidRequest", model.update, "t1", job_id, "IN_PROGRESS")
-    rejects("InvalidRequest", model.create_job, job_id, ["t1"], DOC)
+    rejects("InvalidRequest", model.create_job, job_id, [thing_arn("t1")], DOC)
     if job_id != "$next":
         rejects("InvalidRequest", model.describe, "t1", job_id)
 
@@ -355,13 +355,13 @@ def test_invalid_job_ids_are_invalid_request(model: JobsModel, job_id: str) -> N
 def test_longest_names_are_valid(model: JobsModel) -> None:
     thing, job_id = "T:_-" * 32, "J_-" * 21 + "J"
     model.create_thing(thing)
-    model.create_job(job_id, [thing], DOC)
+    model.create_job(job_id, [thing_arn(thing)], DOC)
     assert model.describe(thing, job_id)["execution"]["executionNumber"] == 1
 
 
 def test_numbers_start_at_one_for_each_thing_and_job(model: JobsModel) -> None:
-    model.create_job("j1", ["t1", "t2"], DOC)
-    model.create_job("j2", ["t1"], DOC)
+    model.create_job("j1", [thing_arn("t1"), thing_arn("t2")], DOC)
+    model.create_job("j2", [thing_arn("t1")], DOC)
     for thing, job_id in (("t1", "j1"), ("t2", "j1"), ("t1", "j2")):
         execution = model.describe(thing, job_id)["execution"]
         assert (execution["executionNumber"], execution["versionNumber"]) == (1, 1)
@@ -371,7 +371,7 @@ def test_numbers_start_at_one_for_each_thing_and_job(model: JobsModel) -> None:
 
 
 def test_a_new_job_sends_notify_and_notify_next_to_an_idle_thing(model: JobsModel) -> None:
-    model.create_job("j1", ["t1"], DOC)
+    model.create_job("j1", [thing_arn("t1")], DOC)
     assert notes(model) == [
         ("t1", "notify", {"jobs": {"QUEUED": [model.get_pending("t1")["queuedJobs"][0]]}}),
         ("t1", "notify-next", {"execution": model.describe("t1", "$next")["execution"]}),
@@ -381,7 +381,7 @@ def test_a_new_job_sends_notify_and_notify_next_to_an_idle_thing(model: JobsMode
 
 def test_a_second_job_changes_the_list_but_not_the_next(model: JobsModel) -> None:
     add_jobs(model, "j1")
-    model.create_job("j2", ["t1"], DOC)
+    model.create_job("j2", [thing_arn("t1")], DOC)
     [(thing, kind, payload)] = notes(model)
     assert (thing, kind) == ("t1", "notify")
     assert [s["jobId"] for s in payload["jobs"]["QUEUED"]] == ["j1", "j2"]
@@ -389,7 +389,7 @@ def test_a_second_job_changes_the_list_but_not_the_next(model: JobsModel) -> Non
 
 
 def test_notify_topics_are_per_thing(model: JobsModel) -> None:
-    model.create_job("j1", ["t1", "t2"], DOC)
+    model.create_job("j1", [thing_arn("t1"), thing_arn("t2")], DOC)
     assert [n.topic for n in model.take_notifications()] == [
         "$aws/things/t1/jobs/notify",
         "$aws/things/t1/jobs/notify-next",
@@ -427,7 +427,7 @@ def test_finishing_jobs_sends_notify_and_the_new_next(model: JobsModel) -> None:
 def test_notify_lists_both_statuses_with_in_progress_summaries(model: JobsModel) -> None:
     add_jobs(model, "j1", "j2")
     model.start_next("t1")
-    model.create_job("j3", ["t1"], DOC)
+    model.create_job("j3", [thing_arn("t1")], DOC)
     [(_, kind, payload)] = notes(model)
     assert kind == "notify"
     assert [s["jobId"] for s in payload["jobs"]["IN_PROGRESS"]] == ["j1"]
@@ -445,8 +445,8 @@ def test_rejected_requests_send_nothing(model: JobsModel) -> None:
 # ---- management ------------------------------------------------------------------------------
 
 
-def test_create_job_accepts_names_and_thing_arns(model: JobsModel) -> None:
-    reply = model.create_job("j1", ["t1", THING_ARN + "t2", "t1"], DOC, description="two things")
+def test_create_job_takes_each_thing_arn_once(model: JobsModel) -> None:
+    reply = model.create_job("j1", [thing_arn("t1"), THING_ARN + "t2", thing_arn("t1")], DOC, description="two things")
     assert reply == {
         "jobArn": "arn:aws:iot:us-east-1:123456789012:job/j1",
         "jobId": "j1",
@@ -458,9 +458,30 @@ def test_create_job_accepts_names_and_thing_arns(model: JobsModel) -> None:
     assert job["jobProcessDetails"]["numberOfQueuedThings"] == 2
 
 
+@pytest.mark.parametrize(
+    ("target", "hint"),
+    [
+        ("t1", "thing t1 is arn:aws:iot:us-east-1:123456789012:thing/t1"),
+        ("ghost", "thing ghost is arn:aws:iot:us-east-1:123456789012:thing/ghost"),
+        ("thinggroup/g", "not names"),
+        ("arn:aws:s3:::bucket", "arn:aws:iot:us-east-1:123456789012:thinggroup/NAME"),
+        ("arn:aws:iot:eu-west-1:123456789012:thing/t1", "arn:aws:iot:us-east-1:123456789012:thing/NAME"),
+    ],
+)
+def test_targets_are_arns_and_a_name_is_refused_by_name(model: JobsModel, target: str, hint: str) -> None:
+    model.create_job("c1", [thing_arn("t2")], DOC, target_selection="CONTINUOUS")
+    notes(model)
+    for call, args in ((model.create_job, ("j1", [thing_arn("t2"), target], DOC)),
+                       (model.associate_targets_with_job, ("c1", [target]))):
+        error = rejects("InvalidRequest", call, *args)
+        assert error.message.startswith(f"Invalid target {target}: ") and hint in error.message
+    assert list(model.jobs) == ["c1"] and model.describe_job("c1")["targets"] == [thing_arn("t2")]
+    assert model.get_pending("t1") == {"inProgressJobs": [], "queuedJobs": []} and notes(model) == []
+
+
 def test_create_job_keeps_the_document_text(model: JobsModel) -> None:
     text = '{"operation": "x",  "n": 1}'
-    model.create_job("j1", ["t1"], text)
+    model.create_job("j1", [thing_arn("t1")], text)
     assert model.get_job_document("j1") == text
     assert model.describe("t1", "j1")["execution"]["jobDocument"] == {"operation": "x", "n": 1}
 
@@ -468,17 +489,16 @@ def test_create_job_keeps_the_document_text(model: JobsModel) -> None:
 @pytest.mark.parametrize(
     ("targets", "document", "options", "code"),
     [
-        (["ghost"], DOC, {}, "ResourceNotFound"),
         ([THING_ARN + "ghost"], DOC, {}, "ResourceNotFound"),
         (["arn:aws:iot:us-east-1:123456789012:thinggroup/g"], DOC, {}, "ResourceNotFound"),
         ([], DOC, {}, "InvalidRequest"),
         ("t1", DOC, {}, "InvalidRequest"),
-        (["t1"], "not json", {}, "InvalidRequest"),
-        (["t1"], "[1, 2]", {}, "InvalidRequest"),
-        (["t1"], {"blob": "x" * 33_000}, {}, "InvalidRequest"),
-        (["t1"], DOC, {"target_selection": "SOMETIMES"}, "InvalidRequest"),
-        (["t1"], DOC, {"timeout_config": {"inProgressTimeoutInMinutes": 0}}, "InvalidRequest"),
-        (["t1"], DOC, {"timeout_config": {"inProgressTimeoutInMinutes": 10081}}, "InvalidRequest"),
+        ([THING_ARN + "t1"], "not json", {}, "InvalidRequest"),
+        ([THING_ARN + "t1"], "[1, 2]", {}, "InvalidRequest"),
+        ([THING_ARN + "t1"], {"blob": "x" * 33_000}, {}, "InvalidRequest"),
+        ([THING_ARN + "t1"], DOC, {"target_selection": "SOMETIMES"}, "InvalidRequest"),
+        ([THING_ARN + "t1"], DOC, {"timeout_config": {"inProgressTimeoutInMinutes": 0}}, "InvalidRequest"),
+        ([THING_ARN + "t1"], DOC, {"timeout_config": {"inProgressTimeoutInMinutes": 10081}}, "InvalidRequest"),
     ],
 )
 def test_create_job_validates(model: JobsModel, targets: Any, document: Any, options: Any, code: str) -> None:
@@ -488,7 +508,7 @@ def test_create_job_validates(model: JobsModel, targets: Any, document: Any, opt
 
 def test_job_ids_are_unique(model: JobsModel) -> None:
     add_jobs(model, "j1")
-    rejects("ResourceAlreadyExists", model.create_job, "j1", ["t2"], DOC)
+    rejects("ResourceAlreadyExists", model.create_job, "j1", [thing_arn("t2")], DOC)
 
 
 def test_create_thing_is_idempotent(model: JobsModel) -> None:
@@ -500,7 +520,7 @@ def test_create_thing_is_idempotent(model: JobsModel) -> None:
 def test_snapshot_job_completes_when_every_execution_is_terminal(
     model: JobsModel, clock: ManualClock
 ) -> None:
-    model.create_job("j1", ["t1", "t2"], DOC)
+    model.create_job("j1", [thing_arn("t1"), thing_arn("t2")], DOC)
     model.update("t1", "j1", "SUCCEEDED")
     assert model.describe_job("j1")["status"] == "IN_PROGRESS"
     clock.advance(7)
@@ -512,7 +532,7 @@ def test_snapshot_job_completes_when_every_execution_is_terminal(
 
 
 def test_continuous_job_stays_in_progress(model: JobsModel) -> None:
-    model.create_job("j1", ["t1"], DOC, target_selection="CONTINUOUS")
+    model.create_job("j1", [thing_arn("t1")], DOC, target_selection="CONTINUOUS")
     model.update("t1", "j1", "SUCCEEDED")
     assert model.describe_job("j1")["status"] == "IN_PROGRESS"
 
@@ -541,8 +561,8 @@ def test_describe_job_execution_shows_any_status(model: JobsModel, clock: Manual
 
 
 def test_list_executions_by_thing_and_by_job(model: JobsModel) -> None:
-    model.create_job("j1", ["t1", "t2"], DOC)
-    model.create_job("j2", ["t1"], DOC)
+    model.create_job("j1", [thing_arn("t1"), thing_arn("t2")], DOC)
+    model.create_job("j2", [thing_arn("t1")], DOC)
     model.update("t1", "j2", "IN_PROGRESS")
     assert [e["jobId"] for e in model.list_job_executions_for_thing("t1")] == ["j1", "j2"]
     in_progress = model.list_job_executions_for_thing("t1", status="IN_PROGRESS")
@@ -563,8 +583,111 @@ def test_list_jobs_filters_by_status(model: JobsModel) -> None:
     assert [j["jobId"] for j in model.list_jobs(status="CANCELED")] == ["j2"]
 
 
+# ---- unknown enum values and members are refused with the values that would do ---------------------
+
+JOB_STATUSES = "IN_PROGRESS, CANCELED, COMPLETED, DELETION_IN_PROGRESS, SCHEDULED"
+EXECUTION_STATUSES = "QUEUED, IN_PROGRESS, SUCCEEDED, FAILED, TIMED_OUT, REJECTED, REMOVED, CANCELED"
+
+
+def enum_error(value: str, where: str, values: str) -> str:
+    return (
+        f"1 validation error detected: Value '{value}' at '{where}' failed to satisfy constraint: "
+        f"Member must satisfy enum value set: [{values}]"
+    )
+
+
+def criterion(**changes: Any) -> dict[str, Any]:
+    return {"action": "CANCEL", "failureType": "FAILED", "minNumberOfExecutedThings": 1, "thresholdPercentage": 50,
+            **changes}
+
+
+@pytest.mark.parametrize(
+    ("method", "args", "options", "message"),
+    [
+        ("list_jobs", (), {"status": "SUCCEEDED"}, enum_error("SUCCEEDED", "status", JOB_STATUSES)),
+        ("list_jobs", (), {"target_selection": "ONCE"}, enum_error("ONCE", "targetSelection", "CONTINUOUS, SNAPSHOT")),
+        ("create_job", ("j2", [THING_ARN + "t1"], DOC), {"target_selection": "ONCE"},
+         enum_error("ONCE", "targetSelection", "CONTINUOUS, SNAPSHOT")),
+        ("list_job_executions_for_job", ("j1",), {"status": "DONE"}, enum_error("DONE", "status", EXECUTION_STATUSES)),
+        ("list_job_executions_for_thing", ("t1",), {"status": "done"},
+         enum_error("done", "status", EXECUTION_STATUSES)),
+        ("update", ("t1", "j1", "DONE"), {}, enum_error("DONE", "status", EXECUTION_STATUSES)),
+        ("update", ("t1", "j1", "QUEUED"), {},
+         "status must be one of IN_PROGRESS, FAILED, SUCCEEDED, REJECTED, not 'QUEUED'"),
+        ("create_job", ("j2", [THING_ARN + "t1"], DOC), {"abort_config": {"criteriaList": [criterion(action="STOP")]}},
+         enum_error("STOP", "abortConfig.criteriaList.1.member.action", "CANCEL")),
+        ("update_job", ("j1",), {"abort_config": {"criteriaList": [criterion(), criterion(failureType="BAD")]}},
+         enum_error("BAD", "abortConfig.criteriaList.2.member.failureType", "FAILED, REJECTED, TIMED_OUT, ALL")),
+        ("create_job", ("j2", [THING_ARN + "t1"], DOC), {"abort_config": {"criteriaList": [criterion(action=None)]}},
+         "1 validation error detected: Value null at 'abortConfig.criteriaList.1.member.action' failed to satisfy "
+         "constraint: Member must satisfy enum value set: [CANCEL]"),
+        ("create_job", ("j2", [THING_ARN + "t1"], DOC), {"abort_config": {"criteriaList": [criterion(failed=1)]}},
+         'Unknown parameter in abortConfig.criteriaList[0]: "failed", must be one of: '
+         "failureType, action, thresholdPercentage, minNumberOfExecutedThings"),
+        ("create_job", ("j2", [THING_ARN + "t1"], DOC), {"rollout_config": {"maxPerMinute": 5}},
+         'Unknown parameter in jobExecutionsRolloutConfig: "maxPerMinute", must be one of: '
+         "maximumPerMinute, exponentialRate"),
+        ("update_job", ("j1",),
+         {"rollout_config": {"exponentialRate": {"baseRatePerMinute": 1, "incrementFactor": 2,
+                                                 "rateIncreaseCriteria": {"numberOfFailedThings": 2}}}},
+         'Unknown parameter in jobExecutionsRolloutConfig.exponentialRate.rateIncreaseCriteria: '
+         '"numberOfFailedThings", must be one of: numberOfNotifiedThings, numberOfSucceededThings'),
+        ("create_job", ("j2", [THING_ARN + "t1"], DOC),
+         {"rollout_config": {"exponentialRate": {"baseRatePerMinute": 1, "incrementFactor": 2, "rate": 3,
+                                                 "rateIncreaseCriteria": {"numberOfNotifiedThings": 2}}}},
+         'Unknown parameter in jobExecutionsRolloutConfig.exponentialRate: "rate", must be one of: '
+         "baseRatePerMinute, incrementFactor, rateIncreaseCriteria"),
+        ("create_job", ("j2", [THING_ARN + "t1"], DOC), {"timeout_config": {"inProgressTimeoutMinutes": 5}},
+         'Unknown parameter in timeoutConfig: "inProgressTimeoutMinutes", must be one of: inProgressTimeoutInMinutes'),
+        ("update_job", ("j1",), {"presigned_url_config": {"expiresIn": 60}},
+         'Unknown parameter in presignedUrlConfig: "expiresIn", must be one of: roleArn, expiresInSec'),
+    ],
+)
+def test_an_unknown_value_or_member_is_refused_with_the_valid_ones(
+    model: JobsModel, method: str, args: tuple[Any, ...], options: dict[str, Any], message: str
+) -> None:
+    add_jobs(model, "j1")
+    before = model.to_records()
+    error = rejects("InvalidRequest", getattr(model, method), *args, **options)
+    assert error.message == message
+    assert model.to_records() == before and notes(model) == []
+
+
+def test_every_enum_value_aws_takes_is_a_valid_filter(model: JobsModel) -> None:
+    add_jobs(model, "j1")
+    for status in JOB_STATUSES.split(", "):
+        assert [j["jobId"] for j in model.list_jobs(status=status)] == (["j1"] if status == "IN_PROGRESS" else [])
+    for status in EXECUTION_STATUSES.split(", "):
+        assert len(model.list_job_executions_for_job("j1", status=status)) == (status == "QUEUED")
+
+
+def test_the_enums_listed_are_those_of_aws_own_models() -> None:
+    from botocore.loaders import Loader
+
+    shapes = Loader().load_service_model("iot", "service-2")["shapes"]
+    assert JOB_STATUSES.split(", ") == shapes["JobStatus"]["enum"]
+    assert EXECUTION_STATUSES.split(", ") == shapes["JobExecutionStatus"]["enum"]
+    assert ["CONTINUOUS", "SNAPSHOT"] == shapes["TargetSelection"]["enum"]
+    assert ["CANCEL"] == shapes["AbortAction"]["enum"]
+    assert ["FAILED", "REJECTED", "TIMED_OUT", "ALL"] == shapes["JobExecutionFailureType"]["enum"]
+    device = Loader().load_service_model("iot-jobs-data", "service-2")["shapes"]
+    assert EXECUTION_STATUSES.split(", ") == device["JobExecutionStatus"]["enum"]
+    members = {name: list(shapes[name]["members"]) for name in (
+        "JobExecutionsRolloutConfig", "ExponentialRolloutRate", "RateIncreaseCriteria", "AbortConfig",
+        "AbortCriteria", "TimeoutConfig", "PresignedUrlConfig")}
+    assert members == {
+        "JobExecutionsRolloutConfig": ["maximumPerMinute", "exponentialRate"],
+        "ExponentialRolloutRate": ["baseRatePerMinute", "incrementFactor", "rateIncreaseCriteria"],
+        "RateIncreaseCriteria": ["numberOfNotifiedThings", "numberOfSucceededThings"],
+        "AbortConfig": ["criteriaList"],
+        "AbortCriteria": ["failureType", "action", "thresholdPercentage", "minNumberOfExecutedThings"],
+        "TimeoutConfig": ["inProgressTimeoutInMinutes"],
+        "PresignedUrlConfig": ["roleArn", "expiresInSec"],
+    }
+
+
 def test_cancel_job_cancels_queued_and_leaves_in_progress(model: JobsModel) -> None:
-    model.create_job("j1", ["t1", "t2"], DOC)
+    model.create_job("j1", [thing_arn("t1"), thing_arn("t2")], DOC)
     model.start_next("t1")
     notes(model)
     reply = model.cancel_job("j1", comment="bad build", reason_code="BAD_BUILD")
@@ -643,7 +766,7 @@ def test_delete_job_needs_force_while_in_progress(model: JobsModel) -> None:
     rejects("ResourceNotFound", model.describe, "t1", "j1")
     rejects("ResourceNotFound", model.describe_job, "j1")
     # A deleted job's id may be used again, and numbering starts over.
-    model.create_job("j1", ["t1"], DOC)
+    model.create_job("j1", [thing_arn("t1")], DOC)
     assert model.describe("t1", "j1")["execution"]["executionNumber"] == 1
 
 
@@ -657,7 +780,7 @@ def test_finished_and_canceled_jobs_delete_without_force(model: JobsModel) -> No
 
 
 def test_delete_job_execution(model: JobsModel) -> None:
-    model.create_job("j1", ["t1", "t2"], DOC)
+    model.create_job("j1", [thing_arn("t1"), thing_arn("t2")], DOC)
     rejects("InvalidStateTransition", model.delete_job_execution, "j1", "t1", 1)
     model.update("t1", "j1", "SUCCEEDED")
     model.delete_job_execution("j1", "t1", 1)
@@ -735,7 +858,7 @@ def test_in_progress_timer_starts_with_in_progress_and_is_not_renewed(
 
 
 def test_timeouts_of_several_things_fire_in_one_tick(model: JobsModel, clock: ManualClock) -> None:
-    model.create_job("j1", ["t1", "t2"], DOC)
+    model.create_job("j1", [thing_arn("t1"), thing_arn("t2")], DOC)
     model.start_next("t1", step_timeout_min=1)
     model.start_next("t2", step_timeout_min=1)
     notes(model)

@@ -20,8 +20,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from localjobs import certs
 from localjobs.broker import Mosquitto
+from localjobs.certs import CertificateFolder
 from localjobs.clock import ManualClock
+from localjobs.model import thing_arn
 from localjobs.mqtt_api import no_delay
 from localjobs.service import JobsService
 
@@ -112,7 +115,7 @@ def service(jobs_service_manual_clock: JobsService) -> JobsService:
 
 
 def start_job(service: JobsService, device: Device, job_id: str = "j1") -> dict[str, Any]:
-    service.create_job(job_id, [device.thing], DOC)
+    service.create_job(job_id, [thing_arn(device.thing)], DOC)
     outcome, reply = device.request("start-next")
     assert outcome == "accepted"
     device.heard_since_last_time()
@@ -123,8 +126,8 @@ def start_job(service: JobsService, device: Device, job_id: str = "j1") -> dict[
 
 
 def test_get_pending_lists_jobs_and_echoes_the_client_token(service: JobsService, device: Device) -> None:
-    service.create_job("j1", [device.thing], DOC)
-    service.create_job("j2", [device.thing], DOC)
+    service.create_job("j1", [thing_arn(device.thing)], DOC)
+    service.create_job("j2", [thing_arn(device.thing)], DOC)
     outcome, reply = device.request("get", {"clientToken": "tok-1"})
     assert outcome == "accepted"
     assert reply["clientToken"] == "tok-1"
@@ -137,7 +140,7 @@ def test_get_pending_lists_jobs_and_echoes_the_client_token(service: JobsService
 
 
 def test_empty_payloads_are_empty_requests(service: JobsService, device: Device) -> None:
-    service.create_job("j1", [device.thing], DOC)
+    service.create_job("j1", [thing_arn(device.thing)], DOC)
     outcome, reply = device.request("get", b"")
     assert outcome == "accepted" and "clientToken" not in reply
     outcome, reply = device.request("$next/get", b"")
@@ -149,7 +152,7 @@ def test_empty_payloads_are_empty_requests(service: JobsService, device: Device)
 def test_start_next_starts_the_job_and_sends_the_document_as_an_object(
     service: JobsService, device: Device
 ) -> None:
-    service.create_job("j1", [device.thing], DOC)
+    service.create_job("j1", [thing_arn(device.thing)], DOC)
     outcome, reply = device.request(
         "start-next", {"clientToken": "c", "statusDetails": {"step": "download"}, "stepTimeoutInMinutes": 5}
     )
@@ -174,7 +177,7 @@ def test_start_next_with_nothing_pending_is_accepted_without_execution(
 
 
 def test_describe_by_id_number_and_next(service: JobsService, device: Device) -> None:
-    service.create_job("j1", [device.thing], DOC)
+    service.create_job("j1", [thing_arn(device.thing)], DOC)
     outcome, reply = device.request("j1/get", {"clientToken": "d1"})
     assert outcome == "accepted" and reply["execution"]["jobDocument"] == DOC
     outcome, reply = device.request("j1/get", {"executionNumber": "1", "includeJobDocument": False})
@@ -269,7 +272,7 @@ def test_unknown_jobs_are_resource_not_found(service: JobsService, device: Devic
     for suffix, payload in (("ghost/get", {}), ("ghost/update", {"status": "IN_PROGRESS"})):
         outcome, reply = device.request(suffix, payload)
         assert (outcome, reply["code"]) == ("rejected", "ResourceNotFound")
-    service.create_job("j1", [device.thing], DOC)
+    service.create_job("j1", [thing_arn(device.thing)], DOC)
     outcome, reply = device.request("j1/get", {"executionNumber": 2})
     assert (outcome, reply["code"]) == ("rejected", "ResourceNotFound")
 
@@ -290,7 +293,7 @@ def test_unknown_jobs_are_resource_not_found(service: JobsService, device: Devic
 def test_invalid_updates_are_invalid_request(
     service: JobsService, device: Device, payload: dict[str, Any]
 ) -> None:
-    service.create_job("j1", [device.thing], DOC)
+    service.create_job("j1", [thing_arn(device.thing)], DOC)
     outcome, reply = device.request("j1/update", {**payload, "clientToken": "bad"})
     assert (outcome, reply["code"], reply["clientToken"]) == ("rejected", "InvalidRequest", "bad")
     assert service.status(device.thing, "j1") == "QUEUED"
@@ -348,7 +351,7 @@ def test_the_service_does_not_answer_replies_or_notifications(service: JobsServi
 
 @pytest.mark.parametrize("code", ["RequestThrottled", "InternalError", "InvalidStateTransition"])
 def test_interceptor_forces_a_rejection(service: JobsService, device: Device, code: str) -> None:
-    service.create_job("j1", [device.thing], DOC)
+    service.create_job("j1", [thing_arn(device.thing)], DOC)
     calls: list[tuple[str, str, str, dict[str, Any]]] = []
 
     def reject(thing: str, api: str, topic: str, request: dict[str, Any], publish: Any) -> dict[str, Any]:
@@ -375,7 +378,7 @@ def test_interceptor_forces_a_rejection(service: JobsService, device: Device, co
 def test_interceptor_sees_every_api_name(service: JobsService, device: Device) -> None:
     seen: list[str] = []
     service.interceptor = lambda thing, api, topic, request, publish: seen.append(api)
-    service.create_job("j1", [device.thing], DOC)
+    service.create_job("j1", [thing_arn(device.thing)], DOC)
     device.request("get")
     device.request("start-next")
     device.request("$next/get")
@@ -401,7 +404,7 @@ def test_interceptor_injects_a_message_ahead_of_the_reply(service: JobsService, 
 def test_interceptor_may_change_state_before_the_reply(service: JobsService, device: Device) -> None:
     def create_first(thing: str, api: str, topic: str, request: dict[str, Any], publish: Any) -> None:
         if api == "get_pending" and not service.list_jobs():
-            service.create_job("late", [thing], DOC)
+            service.create_job("late", [thing_arn(thing)], DOC)
 
     service.interceptor = create_first
     outcome, reply = device.request("get")
@@ -424,19 +427,19 @@ def test_an_interceptor_that_raises_gives_internal_error(service: JobsService, d
 
 
 def test_creating_jobs_notifies_the_device(service: JobsService, device: Device) -> None:
-    service.create_job("j1", [device.thing], DOC)
+    service.create_job("j1", [thing_arn(device.thing)], DOC)
     [(kind1, notify), (kind2, notify_next)] = device.heard_since_last_time()
     assert (kind1, kind2) == ("notify", "notify-next")
     assert [s["jobId"] for s in notify["jobs"]["QUEUED"]] == ["j1"] and "IN_PROGRESS" not in notify["jobs"]
     assert notify_next["execution"]["jobId"] == "j1" and notify_next["execution"]["jobDocument"] == DOC
     assert notify["timestamp"] == notify_next["timestamp"] == 1_700_000_000
-    service.create_job("j2", [device.thing], DOC)
+    service.create_job("j2", [thing_arn(device.thing)], DOC)
     assert device.kinds() == ["notify"]
 
 
 def test_starting_the_next_job_sends_no_notification(service: JobsService, device: Device) -> None:
-    service.create_job("j1", [device.thing], DOC)
-    service.create_job("j2", [device.thing], DOC)
+    service.create_job("j1", [thing_arn(device.thing)], DOC)
+    service.create_job("j2", [thing_arn(device.thing)], DOC)
     device.heard_since_last_time()
     device.request("start-next")
     device.request("j1/update", {"status": "IN_PROGRESS", "statusDetails": {"p": "1"}})
@@ -444,8 +447,8 @@ def test_starting_the_next_job_sends_no_notification(service: JobsService, devic
 
 
 def test_starting_a_job_behind_the_next_sends_notify_next(service: JobsService, device: Device) -> None:
-    service.create_job("j1", [device.thing], DOC)
-    service.create_job("j2", [device.thing], DOC)
+    service.create_job("j1", [thing_arn(device.thing)], DOC)
+    service.create_job("j2", [thing_arn(device.thing)], DOC)
     device.heard_since_last_time()
     device.request("j2/update", {"status": "IN_PROGRESS"})
     [(kind, payload)] = device.heard_since_last_time()
@@ -455,8 +458,8 @@ def test_starting_a_job_behind_the_next_sends_notify_next(service: JobsService, 
 def test_finishing_sends_the_list_then_the_next_and_finally_empty(
     service: JobsService, device: Device
 ) -> None:
-    service.create_job("j1", [device.thing], DOC)
-    service.create_job("j2", [device.thing], DOC)
+    service.create_job("j1", [thing_arn(device.thing)], DOC)
+    service.create_job("j2", [thing_arn(device.thing)], DOC)
     device.heard_since_last_time()
     device.request("j1/update", {"status": "SUCCEEDED"})
     [(k1, notify), (k2, notify_next)] = device.heard_since_last_time()
@@ -470,7 +473,7 @@ def test_finishing_sends_the_list_then_the_next_and_finally_empty(
 
 
 def test_replies_come_before_the_notifications_they_cause(service: JobsService, device: Device) -> None:
-    service.create_job("j1", [device.thing], DOC)
+    service.create_job("j1", [thing_arn(device.thing)], DOC)
     device.heard_since_last_time()
     device.publish("j1/update", {"status": "SUCCEEDED"})
     order: list[str] = []
@@ -499,8 +502,8 @@ def test_cancel_and_delete_job_notify_each_thing(
     other = Device(mosquitto.host, mosquitto.port, device.thing + "-2")
     try:
         service.create_thing(other.thing)
-        service.create_job("j1", [device.thing, other.thing], DOC)
-        service.create_job("j2", [device.thing], DOC)
+        service.create_job("j1", [thing_arn(device.thing), thing_arn(other.thing)], DOC)
+        service.create_job("j2", [thing_arn(device.thing)], DOC)
         device.heard_since_last_time()
         other.heard_since_last_time()
         service.cancel_job("j1")
@@ -519,8 +522,8 @@ def test_cancel_and_delete_job_notify_each_thing(
 
 
 def test_step_timeout_with_the_manual_clock(service: JobsService, device: Device) -> None:
-    service.create_job("j1", [device.thing], DOC)
-    service.create_job("j2", [device.thing], DOC)
+    service.create_job("j1", [thing_arn(device.thing)], DOC)
+    service.create_job("j2", [thing_arn(device.thing)], DOC)
     device.request("start-next", {"stepTimeoutInMinutes": "1"})
     device.heard_since_last_time()
     assert isinstance(service.clock, ManualClock)
@@ -540,7 +543,7 @@ def test_real_clock_timers_fire_without_a_tick_call(
 ) -> None:
     device = Device(mosquitto.host, mosquitto.port, thing_name)
     try:
-        jobs_service.create_job("j1", [thing_name], DOC)
+        jobs_service.create_job("j1", [thing_arn(thing_name)], DOC)
         device.request("start-next", {"stepTimeoutInMinutes": 1})
         run = jobs_service.execution(thing_name, "j1")
         assert run is not None and run.step_deadline is not None
@@ -569,7 +572,7 @@ def test_service_fixtures_create_the_thing_and_create_job_helps(
 
 
 def test_wait_until_wakes_on_a_device_update(service: JobsService, device: Device) -> None:
-    service.create_job("j1", [device.thing], DOC)
+    service.create_job("j1", [thing_arn(device.thing)], DOC)
     device.publish("j1/update", {"status": "SUCCEEDED"})
     assert service.wait_until(lambda: service.status(device.thing, "j1") == "SUCCEEDED", WAIT)
     assert service.wait_until(lambda: False, 0.05) is False
@@ -578,7 +581,7 @@ def test_wait_until_wakes_on_a_device_update(service: JobsService, device: Devic
 def test_the_service_reconnects_after_a_broker_restart(thing_name: str) -> None:
     with Mosquitto() as broker, JobsService(broker.host, broker.port, clock=ManualClock()) as service:
         service.create_thing(thing_name)
-        service.create_job("j1", [thing_name], DOC)
+        service.create_job("j1", [thing_arn(thing_name)], DOC)
         broker.kill()
         assert service.wait_until(lambda: not service.subscribed, WAIT)
         broker.start()
@@ -631,59 +634,12 @@ def test_mosquitto_reports_why_it_could_not_start(mosquitto: Mosquitto) -> None:
         Mosquitto(port=mosquitto.port).start()
 
 
-def run_openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-@pytest.mark.skipif(not Path("/usr/bin/openssl").exists(), reason="needs openssl")
-def test_mosquitto_tls_listener_requires_a_client_certificate(tmp_path: Path) -> None:
-    key = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")  # EC keys: fast to make
-    run_openssl(
-        "req",
-        "-x509",
-        *key,
-        "-days",
-        "1",
-        "-subj",
-        "/CN=test-ca",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        cwd=tmp_path,
-    )
-    for name in ("server", "client"):
-        run_openssl(
-            "req",
-            *key,
-            "-subj",
-            f"/CN={'localhost' if name == 'server' else name}",
-            "-keyout",
-            f"{name}.key",
-            "-out",
-            f"{name}.csr",
-            cwd=tmp_path,
-        )
-        run_openssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-out",
-            f"{name}.pem",
-            cwd=tmp_path,
-        )
+def test_mosquitto_tls_listener_requires_a_client_certificate(tls_ca: CertificateFolder) -> None:
+    client_cert = certs.issue_thing(tls_ca.root, "tls-listener-client")
     tls = {
-        "cafile": tmp_path / "ca.pem",
-        "certfile": tmp_path / "server.pem",
-        "keyfile": tmp_path / "server.key",
+        "cafile": tls_ca.ca_pem,
+        "certfile": tls_ca.server_cert,
+        "keyfile": tls_ca.server_key,
         "require_certificate": True,
     }
     with Mosquitto(tls=tls) as broker:
@@ -692,11 +648,10 @@ def test_mosquitto_tls_listener_requires_a_client_certificate(tmp_path: Path) ->
             accepted, finished = threading.Event(), threading.Event()
             client = mqtt.Client(CallbackAPIVersion.VERSION2)
             client.tls_set(
-                ca_certs=str(tmp_path / "ca.pem"),
-                certfile=str(tmp_path / "client.pem") if with_cert else None,
-                keyfile=str(tmp_path / "client.key") if with_cert else None,
+                ca_certs=str(tls_ca.ca_pem),
+                certfile=str(client_cert.cert_pem) if with_cert else None,
+                keyfile=str(client_cert.key_pem) if with_cert else None,
             )
-            client.tls_insecure_set(True)  # the server certificate names localhost, we dial 127.0.0.1
 
             def on_connect(c: mqtt.Client, u: Any, f: Any, reason: Any, p: Any) -> None:
                 if not reason.is_failure:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from localjobs.clock import ManualClock
-from localjobs.model import ApiError, JobsModel
+from localjobs.model import ApiError, JobsModel, thing_arn
 from localjobs.store import Store
 
 DOC = {"operation": "update"}
@@ -43,12 +43,13 @@ def test_incremental_writes_and_indexes_match_the_whole_state() -> None:
     c(m.create_thing_group, "g")
     c(m.add_thing_to_thing_group, "g", "t1")
     c(m.add_thing_to_thing_group, "g", "t2")
-    c(m.create_job, "snap", ["t0", "t1", "t3"], DOC, timeout_config={"inProgressTimeoutInMinutes": 5})
+    snap = [thing_arn(t) for t in ("t0", "t1", "t3")]
+    c(m.create_job, "snap", snap, DOC, timeout_config={"inProgressTimeoutInMinutes": 5})
     c(m.create_job, "cont", [GROUP + "g"], DOC, target_selection="CONTINUOUS")
-    c(m.create_job, "roll", ["t4", "t5", "t6"], DOC, rollout_config={"maximumPerMinute": 1})
+    c(m.create_job, "roll", [thing_arn(t) for t in ("t4", "t5", "t6")], DOC, rollout_config={"maximumPerMinute": 1})
     abort = {"criteriaList": [{"action": "CANCEL", "failureType": "FAILED", "minNumberOfExecutedThings": 1,
                                "thresholdPercentage": 50}]}
-    c(m.create_job, "abort", ["t5", "t7"], DOC, abort_config=abort)
+    c(m.create_job, "abort", [thing_arn("t5"), thing_arn("t7")], DOC, abort_config=abort)
     c(m.start_next, "t0", step_timeout_min=3)
     c(m.start_next, "t0", step_timeout_min=7)  # already IN_PROGRESS: only its step timer changes
     c(m.update, "t0", "snap", "IN_PROGRESS", {"p": "1"})
@@ -60,17 +61,18 @@ def test_incremental_writes_and_indexes_match_the_whole_state() -> None:
     clock.advance(400)
     c(m.tick)  # t3's snap execution times out; the rollout releases one more
     c(m.update_job, "roll", rollout_config={"maximumPerMinute": 5})
-    c(m.associate_targets_with_job, "cont", ["t6"])
+    c(m.associate_targets_with_job, "cont", [thing_arn("t6")])
     c(m.cancel_job_execution, "cont", "t2")
     c(m.add_thing_to_thing_group, "g", "t2")  # leaves the group's CONTINUOUS job to queue nothing new
     c(m.delete_job_execution, "cont", "t2", 1, force=True)
     c(m.cancel_job, "roll", force=True)
     c(m.delete_thing, "t4")
     c(m.delete_job, "roll", force=True)
-    c(m.create_job, "roll", ["t5"], DOC)  # the same id again: rows of the old one must not survive
+    c(m.create_job, "roll", [thing_arn("t5")], DOC)  # the same id again: rows of the old one must not survive
     c(m.delete_thing_group, "g")
     c(m.delete_thing, "t6")
     assert sum(c.rows) > 0
+    assert list(m.jobs) == ["snap", "cont", "abort", "roll"], "a call the checker let fail"
 
     again = JobsModel(clock)
     again.load_records(c.store.load())
@@ -89,7 +91,7 @@ def test_a_device_request_writes_a_bounded_number_of_rows(things: int) -> None:
     for n in range(things):
         m.create_thing(f"t{n}")
     for first in range(0, things, 100):
-        m.create_job(f"j{first}", [f"t{n}" for n in range(first, first + 100)], DOC)
+        m.create_job(f"j{first}", [thing_arn(f"t{n}") for n in range(first, first + 100)], DOC)
     c.store.write(m.take_changes())
     c.rows.clear()
     for n in range(0, things, 7):

@@ -13,6 +13,7 @@ import pytest
 from device import PORTABLE, ROOT, RUNTIMES, run, start
 from faultproxy import FaultProxy
 from localjobs.broker import Mosquitto
+from localjobs.model import thing_arn
 from localjobs.mqtt_api import DROP
 from localjobs.service import JobsService
 from soak.cli import history_problems
@@ -74,7 +75,7 @@ class Device:
 def test_broker_killed_and_restarted_mid_job(runtime, own_broker, thing_name):
     with JobsService(own_broker.host, own_broker.port) as service:
         service.create_thing(thing_name)
-        service.create_job("job-k", [thing_name], {"steps": 4, "final": "SUCCEEDED", "pause_ms": 150})
+        service.create_job("job-k", [thing_arn(thing_name)], {"steps": 4, "final": "SUCCEEDED", "pause_ms": 150})
         device = Device(runtime, own_broker.host, own_broker.port, thing_name, "jobs=1")
         try:
             service.wait_until(lambda: len(service.history(thing_name, "job-k")) >= 3, timeout=20)
@@ -91,7 +92,7 @@ def test_broker_killed_and_restarted_mid_job(runtime, own_broker, thing_name):
 
 
 def test_service_restarted_mid_job(runtime, mosquitto, jobs_service, thing_name):
-    jobs_service.create_job("job-s", [thing_name], {"steps": 3, "final": "FAILED", "pause_ms": 100})
+    jobs_service.create_job("job-s", [thing_arn(thing_name)], {"steps": 3, "final": "FAILED", "pause_ms": 100})
     stopped = threading.Event()
     # stop() joins the service's network thread, so it cannot run on it: the interceptor hands it over.
     stopper = threading.Thread(target=jobs_service.stop)
@@ -124,7 +125,7 @@ LINK_SCENARIOS = PORTABLE / "link_scenarios.py"
 @pytest.mark.parametrize("limit, heapsize", [("max_message=8192", None), ("max_message=1000000", "96k")],
                          ids=["over-the-limit", "memory-error"])
 def test_message_that_does_not_fit_is_discarded(runtime, mosquitto, jobs_service, thing_name, limit, heapsize):
-    jobs_service.create_job("job-o", [thing_name], {"operation": "x"})
+    jobs_service.create_job("job-o", [thing_arn(thing_name)], {"operation": "x"})
     huge = json.dumps({"clientToken": "x", "blob": "z" * 150000}).encode()
 
     def inject(thing, api, topic, request, publish):
@@ -181,7 +182,7 @@ POINTS: dict[str, tuple[bytes, Literal["up", "down"], bool]] = {
 @pytest.mark.parametrize("fault", FAULTS)
 def test_link_fault_loses_nothing(runtime, mosquitto, jobs_service, thing_name, fault, point):
     pattern, direction, before = POINTS[point]
-    jobs_service.create_job("job-f", [thing_name], {"steps": 3, "final": "SUCCEEDED"})
+    jobs_service.create_job("job-f", [thing_arn(thing_name)], {"steps": 3, "final": "SUCCEEDED"})
     with FaultProxy(mosquitto.host, mosquitto.port) as proxy:
         proxy.on_pattern(pattern, direction, FAULTS[fault], before=before)
         device = Device(runtime, proxy.host, proxy.port, thing_name, "jobs=1", "timeout_ms=2000",
@@ -200,7 +201,7 @@ def test_link_fault_loses_nothing(runtime, mosquitto, jobs_service, thing_name, 
 def test_wifi_drop_waits_for_the_link_then_carries_on(runtime, mosquitto, jobs_service, thing_name, tmp_path):
     link = tmp_path / "link"
     link.write_text("up")
-    jobs_service.create_job("job-w", [thing_name], {"steps": 4, "final": "REJECTED", "pause_ms": 150})
+    jobs_service.create_job("job-w", [thing_arn(thing_name)], {"steps": 4, "final": "REJECTED", "pause_ms": 150})
     # CPython: the shim's network.WLAN, whose link takes the sockets down with it. The unix port has no
     # network module: a WLAN that reads the same file, and the proxy resets the socket as the link goes.
     wlan, env = ("network", {"MPSHIM_LINK_FILE": str(link)}) if runtime == "cpython" else (str(link), None)
@@ -258,7 +259,7 @@ def test_short_soak_loses_and_doubles_nothing(runtime):
 
 def test_offline_updates_queue_in_order_and_the_full_queue_is_refused(runtime, mosquitto, jobs_service, thing_name):
     for job_id in ("job-a", "job-b", "job-c"):
-        jobs_service.create_job(job_id, [thing_name], {"operation": "x"})
+        jobs_service.create_job(job_id, [thing_arn(thing_name)], {"operation": "x"})
     with FaultProxy(mosquitto.host, mosquitto.port) as proxy:
         device = start(runtime, LINK_SCENARIOS, "outbox", proxy.host, str(proxy.port), thing_name,
                        "timeout_ms=300", "response_ms=300", "job-a", "job-b", "job-c")
@@ -291,7 +292,7 @@ def test_offline_updates_queue_in_order_and_the_full_queue_is_refused(runtime, m
 
 
 def test_terminal_update_applied_before_the_link_died_succeeds_once(runtime, mosquitto, jobs_service, thing_name):
-    jobs_service.create_job("job-t", [thing_name], {"operation": "x"})
+    jobs_service.create_job("job-t", [thing_arn(thing_name)], {"operation": "x"})
     with FaultProxy(mosquitto.host, mosquitto.port) as proxy:
         # The update reaches the service and is applied; the link dies with its answer on the way back.
         proxy.on_pattern(b"/update/accepted", "down", "reset", before=True)

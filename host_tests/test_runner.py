@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from device import PORTABLE, RUNTIMES, Run, parse, run, start
+from localjobs.model import thing_arn
 
 SCRIPT = PORTABLE / "runner_scenarios.py"
 RESET_EXIT_CODE = 211
@@ -64,7 +65,7 @@ def details(service: Any, thing: str, job_id: str) -> list[dict[str, str]]:
 
 
 def test_allowed_operation_succeeds_with_clipped_progress(runtime, mosquitto, jobs_service, thing_name, tmp_path):
-    jobs_service.create_job("job-ok", [thing_name], {"operation": "greet", "stepTimeoutInMinutes": 5})
+    jobs_service.create_job("job-ok", [thing_arn(thing_name)], {"operation": "greet", "stepTimeoutInMinutes": 5})
     done = device(runtime, "succeed", mosquitto, thing_name, tmp_path)
     assert done["finished"] == 1
     assert done["states"] == ["idle", "running", "succeeded"]
@@ -88,7 +89,7 @@ def test_allowed_operation_succeeds_with_clipped_progress(runtime, mosquitto, jo
 
 def test_jobs_run_one_at_a_time_in_order(runtime, mosquitto, jobs_service, thing_name, tmp_path):
     for job_id in ("job-2", "job-1", "job-3"):
-        jobs_service.create_job(job_id, [thing_name], {"operation": "greet"})
+        jobs_service.create_job(job_id, [thing_arn(thing_name)], {"operation": "greet"})
     done = device(runtime, "succeed", mosquitto, thing_name, tmp_path, "3")
     assert done["finished"] == 3
     sequence = [(x.api, (x.request or {}).get("status"), x.response.get("execution", {}).get("jobId"))
@@ -110,7 +111,7 @@ def test_jobs_run_one_at_a_time_in_order(runtime, mosquitto, jobs_service, thing
 
 
 def test_unknown_operation_is_rejected(runtime, mosquitto, jobs_service, thing_name, tmp_path):
-    jobs_service.create_job("job-x", [thing_name], {"operation": "format-disk"})
+    jobs_service.create_job("job-x", [thing_arn(thing_name)], {"operation": "format-disk"})
     done = device(runtime, "succeed", mosquitto, thing_name, tmp_path)
     assert done["states"] == ["idle", "rejected"]
     assert statuses(jobs_service, thing_name, "job-x")[-1] == "REJECTED"
@@ -126,7 +127,7 @@ def test_unknown_operation_is_rejected(runtime, mosquitto, jobs_service, thing_n
 ])
 def test_documents_that_cannot_run_are_rejected(runtime, mosquitto, jobs_service, thing_name, tmp_path, document,
                                                  reason):
-    jobs_service.create_job("job-r", [thing_name], document)
+    jobs_service.create_job("job-r", [thing_arn(thing_name)], document)
     device(runtime, "succeed", mosquitto, thing_name, tmp_path)
     assert details(jobs_service, thing_name, "job-r")[-1] == {"reason": reason}
     assert statuses(jobs_service, thing_name, "job-r")[-1] == "REJECTED"
@@ -136,14 +137,14 @@ def test_managed_template_document_runs_its_handler(runtime, mosquitto, jobs_ser
     document = {"version": "1.0", "steps": [{"action": {
         "name": "Greet", "type": "runHandler", "runAsUser": "root",
         "input": {"handler": "greet.sh", "args": ["a", "b"], "path": "default"}}}]}
-    jobs_service.create_job("job-m", [thing_name], document)
+    jobs_service.create_job("job-m", [thing_arn(thing_name)], document)
     done = device(runtime, "succeed", mosquitto, thing_name, tmp_path)
     assert done["states"] == ["idle", "running", "succeeded"]
     assert details(jobs_service, thing_name, "job-m")[-1]["operation"] == "greet"
 
 
 def test_handler_exception_fails_with_clipped_details(runtime, mosquitto, jobs_service, thing_name, tmp_path):
-    jobs_service.create_job("job-f", [thing_name], {"operation": "broken"})
+    jobs_service.create_job("job-f", [thing_arn(thing_name)], {"operation": "broken"})
     done = device(runtime, "fail", mosquitto, thing_name, tmp_path)
     assert done["states"] == ["idle", "running", "failed"]
     assert statuses(jobs_service, thing_name, "job-f")[-1] == "FAILED"
@@ -154,8 +155,8 @@ def test_handler_exception_fails_with_clipped_details(runtime, mosquitto, jobs_s
 
 
 def test_force_cancel_during_a_handler(runtime, mosquitto, jobs_service, thing_name, tmp_path):
-    jobs_service.create_job("job-long", [thing_name], {"operation": "long"})
-    jobs_service.create_job("job-after", [thing_name], {"operation": "greet"})
+    jobs_service.create_job("job-long", [thing_arn(thing_name)], {"operation": "long"})
+    jobs_service.create_job("job-after", [thing_arn(thing_name)], {"operation": "greet"})
     proc = started(runtime, "cancel", mosquitto, thing_name, tmp_path)
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "RUNNING"
@@ -170,7 +171,7 @@ def test_force_cancel_during_a_handler(runtime, mosquitto, jobs_service, thing_n
 
 
 def test_cancel_noticed_from_notify_next(runtime, mosquitto, jobs_service, thing_name, tmp_path):
-    jobs_service.create_job("job-long", [thing_name], {"operation": "long"})
+    jobs_service.create_job("job-long", [thing_arn(thing_name)], {"operation": "long"})
     proc = started(runtime, "cancel_by_notification", mosquitto, thing_name, tmp_path)
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "RUNNING"
@@ -184,7 +185,7 @@ def test_cancel_noticed_from_notify_next(runtime, mosquitto, jobs_service, thing
 
 
 def test_reboot_job_succeeds_once_across_a_restart(runtime, mosquitto, jobs_service, thing_name, tmp_path):
-    jobs_service.create_job("job-boot", [thing_name], {"operation": "reboot"})
+    jobs_service.create_job("job-boot", [thing_arn(thing_name)], {"operation": "reboot"})
     first = device(runtime, "reboot", mosquitto, thing_name, tmp_path, code=RESET_EXIT_CODE)
     assert "finished" not in first.results
     assert statuses(jobs_service, thing_name, "job-boot") == ["QUEUED", "IN_PROGRESS", "IN_PROGRESS", "IN_PROGRESS"]
@@ -206,7 +207,7 @@ def test_reboot_without_a_reset_function_resets_the_board_as_the_port_can(runtim
                                                                           thing_name, tmp_path):
     # Runner(reset=None): machine.reset() where there is one (the CPython shim's exits 211); the unix port has none,
     # so the process ends, which is how a virtual board resets; run again, the job resumes and succeeds.
-    jobs_service.create_job("job-boot", [thing_name], {"operation": "reboot"})
+    jobs_service.create_job("job-boot", [thing_arn(thing_name)], {"operation": "reboot"})
     first = device(runtime, "reboot", mosquitto, thing_name, tmp_path, "default-reset",
                    code=0 if runtime != "cpython" else RESET_EXIT_CODE)
     assert "finished" not in first.results
@@ -220,7 +221,7 @@ def test_reboot_without_a_reset_function_resets_the_board_as_the_port_can(runtim
 
 def test_outcome_saved_before_a_reset_is_reported_without_running_the_handler(
         runtime, mosquitto, jobs_service, thing_name, tmp_path):
-    jobs_service.create_job("job-done", [thing_name], {"operation": "greet"})
+    jobs_service.create_job("job-done", [thing_arn(thing_name)], {"operation": "greet"})
     # As if the board reset after the handler finished but before SUCCEEDED was accepted.
     execution_number = jobs_service.describe_job_execution(thing_name, "job-done")["executionNumber"]
     (tmp_path / "state.json").write_text(json.dumps({
@@ -244,7 +245,7 @@ def test_outcome_refused_for_now_is_sent_again_without_running_the_handler_again
         return None
 
     jobs_service.interceptor = throttle_first_outcome
-    jobs_service.create_job("job-t", [thing_name], {"operation": "greet"})
+    jobs_service.create_job("job-t", [thing_arn(thing_name)], {"operation": "greet"})
     done = device(runtime, "succeed", mosquitto, thing_name, tmp_path, "1", "200")
     assert len(throttled) == 1
     assert done["states"] == ["idle", "running", "succeeded"]
@@ -259,7 +260,7 @@ def test_describe_fallback_finds_a_job_when_notifications_are_lost(runtime, mosq
     proc = started(runtime, "fallback", mosquitto, thing_name, tmp_path, "300")
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "READY"
-    jobs_service.create_job("job-late", [thing_name], {"operation": "greet"})
+    jobs_service.create_job("job-late", [thing_arn(thing_name)], {"operation": "greet"})
     finish(proc)
     assert statuses(jobs_service, thing_name, "job-late")[-1] == "SUCCEEDED"
     apis = [x.api for x in jobs_service.requests]
@@ -272,7 +273,7 @@ def test_describe_fallback_finds_a_job_when_notifications_are_lost(runtime, mosq
 
 def test_duplicate_notify_next_does_not_start_an_execution_twice(runtime, mosquitto, jobs_service, thing_name,
                                                                   tmp_path):
-    jobs_service.create_job("job-dup", [thing_name], {"operation": "greet"})
+    jobs_service.create_job("job-dup", [thing_arn(thing_name)], {"operation": "greet"})
     sent: list[str] = []
 
     def duplicate(thing, api, topic, request, publish):

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from device import RUNTIMES, Run, run
+from localjobs.model import thing_arn
 from test_runner import RUNNER_HEAP, SCRIPT
 
 # A 32 KB document (the spec's limit) of 900 settings: the costly shape for json.loads, then for the config file.
@@ -40,7 +41,7 @@ def board(runtime: str, mosquitto: Any, thing: str, state: Path, *args: str, hea
 def test_config_sets_and_removes_keys_atomically(runtime, mosquitto, jobs_service, thing_name, tmp_path):
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"a": 1, "b": 2, "keep": True}))
-    jobs_service.create_job("job-cfg", [thing_name], {"operation": "config",
+    jobs_service.create_job("job-cfg", [thing_arn(thing_name)], {"operation": "config",
                                                       "settings": {"b": 3, "c": "x", "a": None}})
     done = board(runtime, mosquitto, thing_name, tmp_path)
     assert done["states"] == ["idle", "running", "succeeded"]
@@ -54,13 +55,13 @@ def test_config_from_a_managed_template_document(runtime, mosquitto, jobs_servic
     action = {"name": "Configure", "type": "runHandler",
               "input": {"handler": "config.sh", "args": ["mode=eco", "level=3"]}}
     document = {"version": "1.0", "steps": [{"action": action}]}
-    jobs_service.create_job("job-cfg", [thing_name], document)
+    jobs_service.create_job("job-cfg", [thing_arn(thing_name)], document)
     board(runtime, mosquitto, thing_name, tmp_path)
     assert json.loads((tmp_path / "config.json").read_text()) == {"mode": "eco", "level": "3"}
 
 
 def test_config_without_settings_fails(runtime, mosquitto, jobs_service, thing_name, tmp_path):
-    jobs_service.create_job("job-cfg", [thing_name], {"operation": "config", "settings": "mode=eco"})
+    jobs_service.create_job("job-cfg", [thing_arn(thing_name)], {"operation": "config", "settings": "mode=eco"})
     done = board(runtime, mosquitto, thing_name, tmp_path)
     assert done["states"] == ["idle", "running", "failed"]
     assert jobs_service.history(thing_name, "job-cfg")[-1]["statusDetails"] == {
@@ -70,7 +71,7 @@ def test_config_without_settings_fails(runtime, mosquitto, jobs_service, thing_n
 
 def test_32k_document_runs_on_a_bounded_heap(runtime, mosquitto, jobs_service, thing_name, tmp_path):
     assert 32000 < len(json.dumps(LARGE_DOC)) <= 32768
-    jobs_service.create_job("job-big", [thing_name], LARGE_DOC)
+    jobs_service.create_job("job-big", [thing_arn(thing_name)], LARGE_DOC)
     done = board(runtime, mosquitto, thing_name, tmp_path, heapsize=LARGE_DOC_HEAP)
     assert done["states"] == ["idle", "running", "succeeded"], done.stdout
     assert json.loads((tmp_path / "config.json").read_text()) == LARGE_SETTINGS
@@ -79,7 +80,7 @@ def test_32k_document_runs_on_a_bounded_heap(runtime, mosquitto, jobs_service, t
 
 def test_32k_document_stays_on_flash_while_its_handler_runs(runtime, mosquitto, jobs_service, thing_name, tmp_path):
     # Only the operation is read from it: with the client's lean receive this fits the suite's board heap.
-    jobs_service.create_job("job-big", [thing_name], LARGE_DOC)
+    jobs_service.create_job("job-big", [thing_arn(thing_name)], LARGE_DOC)
     done = run(runtime, SCRIPT, "large", mosquitto.host, str(mosquitto.port), thing_name, str(tmp_path),
                heapsize=RUNNER_HEAP)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import deploy
 from localjobs.broker import Mosquitto
+from localjobs.model import thing_arn
 from localjobs.service import JobsService
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +73,7 @@ def main() -> int:
             if not waiting.wait(30):
                 say("the board did not come up")
                 return 1
-            service.create_job(job_id, [THING], DOCUMENT)
+            service.create_job(job_id, [thing_arn(THING)], DOCUMENT)
             say("created job %s for %s: %s" % (job_id, THING, DOCUMENT))
             watcher = threading.Thread(target=watch, args=(service, job_id), daemon=True)
             watcher.start()

@@ -1,7 +1,7 @@
 """Mutual TLS scenarios against a real mosquitto; run on MicroPython or CPython, one result a line.
 
-Usage: tls_scenarios.py NAME HOST PORT PKI_DIR. Prints `RESULT <key> <json>`: `echo` (a message that went to
-the broker and back) when the connection works, else `error` {"type", "message"}.
+Usage: tls_scenarios.py NAME HOST PORT CA CERT KEY (DER files). Prints `RESULT <key> <json>`: `echo` (a message that
+went to the broker and back) when the connection works, else `error` {"type", "message"}.
 """
 
 import json
@@ -58,20 +58,14 @@ def echo(client):
     return got[0]
 
 
-def pki(directory, name):
-    return directory + "/" + name
-
-
-def scenario(name, host, port, d):
+def scenario(name, host, port, ca, cert, key):
     if name == "simple":
-        client = make_client("tls-simple", host, pki(d, "client.crt.der"), pki(d, "client.key.der"),
-                             pki(d, "ca.crt.der"), port)
+        client = make_client("tls-simple", host, cert, key, ca, port)
         emit("setup", {"ssl": client.ssl is True, "cert_reqs": client.ssl_params["cert_reqs"],
                        "server_hostname": client.ssl_params["server_hostname"]})
         return client
     if name == "newer":
-        client = make_client("tls-newer", host, pki(d, "client.crt.der"), pki(d, "client.key.der"),
-                             pki(d, "ca.crt.der"), port, client_class=NewerMQTTClient)
+        client = make_client("tls-newer", host, cert, key, ca, port, client_class=NewerMQTTClient)
         emit("setup", {"context": client.context is not None and client.context is not True})
         return client
     if name == "no_client_cert":
@@ -79,7 +73,7 @@ def scenario(name, host, port, d):
 
         ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
         ctx.verify_mode = tls.CERT_REQUIRED  # type: ignore[attr-defined]  # missing from the ESP32 stubs
-        with open(pki(d, "ca.crt.der"), "rb") as f:
+        with open(ca, "rb") as f:
             ctx.load_verify_locations(f.read())
         return NewerMQTTClient("tls-anonymous", host, port, ssl=ctx)
     if name == "plain":
@@ -88,9 +82,9 @@ def scenario(name, host, port, d):
 
 
 def main():
-    name, host, port, directory = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    name, host, port, ca, cert, key = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
     try:
-        emit("echo", echo(scenario(name, host, port, directory)))
+        emit("echo", echo(scenario(name, host, port, ca, cert, key)))
     except Exception as e:
         emit("error", {"type": type(e).__name__, "message": str(e)})
 

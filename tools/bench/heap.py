@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from localjobs.broker import Mosquitto
+from localjobs.model import thing_arn
 from localjobs.service import JobsService
 from mpylib import SOURCES, compiled_library
 
@@ -39,7 +40,7 @@ def cycle_passes(service: JobsService, broker: Mosquitto, client: str, kilobytes
     """One fresh thing and a 32 KB job; True when the device ends with the execution SUCCEEDED."""
     thing = "heap-%s-%d" % (client, next(_things))
     service.create_thing(thing)
-    service.create_job(thing + "-job", [thing], LARGE_DOC)
+    service.create_job(thing + "-job", [thing_arn(thing)], LARGE_DOC)
     ok, results, _ = run_device("unix64", SCRIPTS[client], [broker.host, str(broker.port), thing],
                                 "%dk" % kilobytes, timeout=30)
     done = service.status(thing, thing + "-job") == "SUCCEEDED"
@@ -63,7 +64,7 @@ def per_call(service: JobsService, broker: Mosquitto, repeats: int) -> dict[str,
     """Heap allocated by each call with the GC off: the first call, and the mean of `repeats` more."""
     thing = "heap-calls-%d" % next(_things)
     service.create_thing(thing)
-    service.create_job("calls-job", [thing], {"operation": "bench"})
+    service.create_job("calls-job", [thing_arn(thing)], {"operation": "bench"})
     ok, results, output = run_device("unix64", "dev_calls.py",
                                      [broker.host, str(broker.port), thing, "calls-job", str(repeats)], "4m")
     if not ok:

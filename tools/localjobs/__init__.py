@@ -4,7 +4,7 @@ from .broker import Mosquitto
 from .clock import Clock, ManualClock
 from .documents import Documents
 from .http_api import HttpApi
-from .model import ApiError, Job, JobExecution, JobsModel, Notification, Thing, ThingGroup
+from .model import ApiError, Job, JobExecution, JobsModel, Notification, Thing, ThingGroup, group_arn, thing_arn
 from .mqtt_api import Exchange, parse_topic
 from .service import JobsService
 from .store import Store
@@ -25,5 +25,7 @@ __all__ = [
     "Store",
     "Thing",
     "ThingGroup",
+    "group_arn",
     "parse_topic",
+    "thing_arn",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -12,6 +13,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from .authz import find_plugin
 
 DEFAULT_EXECUTABLE = "/usr/sbin/mosquitto"
 START_TIMEOUT = 10.0
@@ -39,6 +42,11 @@ class Mosquitto:
 
     `tls` is an optional dict of PEM file paths: `cafile`, `certfile`, `keyfile`, and
     `require_certificate` (bool, default False). With it the listener speaks only TLS.
+
+    `security` (with `tls`) is the starting config of mosquitto's dynamic-security plugin (see authz.py):
+    no anonymous clients anywhere, the TLS listener's user name is the client certificate's Common
+    Name, and the plugin decides who may publish, receive and subscribe to what. It is written once;
+    a restart keeps what the plugin was told since.
     """
 
     def __init__(
@@ -48,6 +56,7 @@ class Mosquitto:
         tls: dict[str, Any] | None = None,
         executable: str | None = None,
         plain_port: int | None = None,
+        security: dict[str, Any] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -55,6 +64,11 @@ class Mosquitto:
         # With TLS devices, a second listener without TLS (0: a free port) for the local service's own client.
         self.plain_port = plain_port
         self.executable = executable or find_mosquitto()
+        if security is not None and not (self.tls and self.tls.get("require_certificate")):
+            raise ValueError("security needs a TLS listener that requires client certificates")
+        self.security = security
+        # The service's own listener; with `security` it is for the service alone, so never off this machine.
+        self.plain_host = "127.0.0.1" if security is not None else host
         self.process: subprocess.Popen[bytes] | None = None
         self.workdir: Path | None = None
         self._pick_port = port == 0
@@ -72,7 +86,7 @@ class Mosquitto:
             if self._pick_port and (attempt > 0 or self.port == 0):
                 self.port = free_port(self.host)
             if self.plain_port == 0 or (attempt > 0 and self.plain_port is not None):
-                self.plain_port = free_port(self.host)
+                self.plain_port = free_port(self.plain_host)
             try:
                 self._spawn()
                 return self
@@ -130,8 +144,6 @@ class Mosquitto:
     def _config(self) -> str:
         assert self.workdir is not None
         lines = [
-            f"listener {self.port} {self.host}",
-            "allow_anonymous true",
             "persistence false",
             # Without it every reply can wait ~40 ms for a delayed ACK (Nagle), which slows tests 100x.
             "set_tcp_nodelay true",
@@ -146,15 +158,26 @@ class Mosquitto:
         # or the test certificates; staying root avoids that. As a normal user the line is ignored.
         if os.geteuid() == 0:
             lines.append("user root")
+        if self.security is not None:
+            config = self.workdir / "dynamic-security.json"
+            if not config.exists():
+                config.write_text(json.dumps(self.security, indent=1))
+            lines += [f"plugin {find_plugin(self.executable)}", f"plugin_opt_config_file {config}",
+                      "allow_anonymous false"]
+        else:
+            lines.append("allow_anonymous true")
+        lines.append(f"listener {self.port} {self.host}")
         if self.tls:
             for key in ("cafile", "certfile", "keyfile"):
                 if self.tls.get(key):
                     lines.append(f"{key} {Path(self.tls[key]).resolve()}")
             required = "true" if self.tls.get("require_certificate") else "false"
             lines.append(f"require_certificate {required}")
+            if self.security is not None:
+                lines.append("use_identity_as_username true")
             if self.plain_port is not None:
                 # After the TLS lines, which belong to the listener before them.
-                lines.append(f"listener {self.plain_port} {self.host}")
+                lines.append(f"listener {self.plain_port} {self.plain_host}")
         return "\n".join(lines) + "\n"
 
     def _spawn(self) -> None:

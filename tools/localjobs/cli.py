@@ -1,4 +1,4 @@
-"""Command line of the local Jobs service: `iotjobs-local serve`."""
+"""Command line of the local Jobs service: `iotjobs-local serve`, `iotjobs-local certs`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from . import certs
 from .broker import Mosquitto
 from .clock import Clock
 from .service import JobsService
@@ -119,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="WARNING",
         help="the service's own diagnostics on stderr: WARNING (default) shows failures, DEBUG adds each HTTP request",
     )
+    add_tls_arguments(serve)
+    certs.add_commands(commands)
     return parser
 
 
@@ -153,6 +156,29 @@ def print_line(text: str) -> None:
     print(text, flush=True)
 
 
+def add_tls_arguments(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument(
+        "--tls",
+        metavar="DIR",
+        help="serve devices as AWS does, with the certificates of DIR (`certs init DIR`): MQTT over TLS and the "
+        "device API over HTTPS, each for a client certificate of DIR's CA that reaches only its own thing",
+    )
+    serve.add_argument(
+        "--mqtts",
+        type=parse_address,
+        default=("127.0.0.1", 8883),
+        metavar="HOST:PORT",
+        help="with --tls: the broker's MQTT-over-TLS listener for devices (default 127.0.0.1:8883)",
+    )
+    serve.add_argument(
+        "--https",
+        type=parse_address,
+        default=("127.0.0.1", 8443),
+        metavar="HOST:PORT",
+        help="with --tls: the device API over HTTPS (default 127.0.0.1:8443)",
+    )
+
+
 def serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
 
@@ -162,13 +188,15 @@ def serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
+    clock = OffsetClock(args.time_offset) if args.time_offset else Clock()
+    if args.tls is not None:
+        return serve_tls(args, clock, stop)
     broker: Mosquitto | None = None
     if args.broker is None:
         broker = start_broker(args.mqtt)
         host, port = broker.host, broker.port
     else:
         host, port = args.broker
-    clock = OffsetClock(args.time_offset) if args.time_offset else Clock()
     try:
         service = start_service(host, port, args, clock)
         try:
@@ -185,8 +213,27 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def serve_tls(args: argparse.Namespace, clock: Clock, stop: threading.Event) -> int:
+    """`serve --tls DIR`: the service's own mosquitto for devices over TLS, and the device API over HTTPS."""
+    if args.broker is not None:
+        raise RuntimeError("--tls starts its own broker (devices need its TLS listener): leave out --broker")
+    for address, option in ((args.mqtts, "--mqtts"), (args.https, "--https"), (args.http, "--http")):
+        check_free(address, option)
+    host, port = args.mqtts
+    with JobsService(host, port, clock=clock, http=args.http, db=args.db, files=args.files,
+                     tls=args.tls, https=args.https, activity=None if args.quiet else print_line) as service:
+        assert service.http is not None and service.https is not None
+        mqtts = "%s:%d" % service.mqtts
+        print(f"ready mqtts={mqtts} https={service.https.address} http={service.http.address}", flush=True)
+        while not stop.wait(0.5):
+            pass
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "certs":
+        return certs.run(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         return serve(args)

@@ -101,17 +101,21 @@ class Operation:
     members: dict[str, tuple[str, str, str]]  # member -> (location, wire name, shape type)
 
 
-def load_operations() -> list[Operation]:
+def load_operations(services: tuple[str, ...] = tuple(OPERATIONS)) -> list[Operation]:
     loader = Loader()
     operations = []
-    for service, names in OPERATIONS.items():
+    for service in services:
+        names = OPERATIONS[service]
         model = loader.load_service_model(service, "service-2")
         shapes = model["shapes"]
         for name in names:
             spec = model["operations"][name]
             uri = spec["http"]["requestUri"]
+            # A client may percent-encode the `$` of `$next` (boto3 does in some paths).
             pattern = "".join(
-                f"(?P<{part[1:-1].rstrip('+')}>[^/]+)" if part.startswith("{") else re.escape(part)
+                f"(?P<{part[1:-1].rstrip('+')}>[^/]+)"
+                if part.startswith("{")
+                else re.escape(part).replace(r"\$", r"(?:\$|%24)")
                 for part in re.split(r"(\{[^}]+\})", uri)
             )
             members: dict[str, tuple[str, str, str]] = {}
@@ -170,7 +174,15 @@ def paged(key: str, items: list[Any], params: dict[str, Any]) -> dict[str, Any]:
 
 class HttpApi:
     """Answers both REST APIs against `model`; `call(fn, *args)` runs fn under the service lock
-    and then publishes the notifications it caused (and persists), as every change must."""
+    and then publishes the notifications it caused (and persists), as every change must.
+
+    A subclass may serve fewer `services`, no presigned files, over another server (`make_server`),
+    and refuse a request before it is handled (`refuse`): see https_api.py.
+    """
+
+    services: tuple[str, ...] = tuple(OPERATIONS)
+    serves_files = True
+    scheme = "http"
 
     def __init__(
         self,
@@ -185,8 +197,8 @@ class HttpApi:
         self.call = call
         self.documents = documents
         self.endpoints = endpoints if endpoints is not None else {}
-        self.operations = load_operations()
-        self.server = ThreadingHTTPServer((host, port), make_handler(self))
+        self.operations = load_operations(self.services)
+        self.server = self.make_server(host, port)
         self.server.daemon_threads = True
         self.host, self.port = str(self.server.server_address[0]), int(self.server.server_address[1])
         self._thread: threading.Thread | None = None
@@ -197,7 +209,14 @@ class HttpApi:
 
     @property
     def url(self) -> str:
-        return f"http://{self.address}"
+        return f"{self.scheme}://{self.address}"
+
+    def make_server(self, host: str, port: int) -> ThreadingHTTPServer:
+        return ThreadingHTTPServer((host, port), make_handler(self))
+
+    def refuse(self, op: Operation, labels: dict[str, str], connection: Any) -> tuple[str, int, str] | None:
+        """(error type, status, message) to refuse this request with, before it is parsed; None to go on."""
+        return None
 
     def start(self) -> None:
         # A short poll keeps stop() quick; serve_forever wakes for requests regardless.
@@ -484,7 +503,7 @@ def make_handler(api: HttpApi) -> type[BaseHTTPRequestHandler]:
             url = urlsplit(self.path)
             query = dict(parse_qsl(url.query, keep_blank_values=True))
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            if self.command == "GET" and url.path.startswith(PRESIGNED_PREFIX):
+            if api.serves_files and self.command == "GET" and url.path.startswith(PRESIGNED_PREFIX):
                 status, data = api.documents.open(url.path, query)
                 self.reply(status, data, "application/octet-stream")
                 return
@@ -493,6 +512,10 @@ def make_handler(api: HttpApi) -> type[BaseHTTPRequestHandler]:
                 self.error("UnknownOperationException", 404, f"no operation for {self.command} {url.path}")
                 return
             op, labels = found
+            refusal = api.refuse(op, labels, self.connection)
+            if refusal is not None:
+                self.error(*refusal)
+                return
             errors = DEVICE_ERRORS if op.service == "iot-jobs-data" else ERRORS
             try:
                 result = api.handle(op, api.parse(op, labels, query, body))

@@ -194,6 +194,7 @@ class MqttApi:
         clock: Clock,
         lock: threading.Condition,
         client_id: str | None = None,
+        credentials: tuple[str, str] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -215,6 +216,8 @@ class MqttApi:
         # stop() prompt (paho finishes its reconnect sleep before the thread ends).
         self.client.reconnect_delay_set(min_delay=0.05, max_delay=0.5)  # type: ignore[arg-type]
         self.client.max_inflight_messages_set(0)  # unlimited: a burst of replies must not queue
+        if credentials is not None:
+            self.client.username_pw_set(*credentials)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_subscribe = self._on_subscribe

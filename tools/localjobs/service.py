@@ -13,9 +13,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from .authz import SERVICE_USER, BrokerAdmin, Principals, broker_config, thing_commands
+from .broker import Mosquitto
+from .certs import CertificateFolder
 from .clock import Clock, ManualClock
 from .documents import Documents
 from .http_api import HttpApi
+from .https_api import DeviceHttpsApi
 from .model import ApiError, JobExecution, JobsModel
 from .mqtt_api import Exchange, Interceptor, MqttApi, parse_topic
 from .store import Store
@@ -24,6 +28,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 TICK_SECONDS = 1.0
+# How often a TLS service looks for things recorded in its folder since it started (`certs thing`).
+ADMIT_SECONDS = 0.5
 # A file name: after every save, compare what was written with the whole state and the model's indexes with a
 # recount, appending any difference there (slow: for running the tests against the incremental paths).
 CHECK_ENV = "IOTJOBS_LOCAL_CHECK"
@@ -45,6 +51,14 @@ class JobsService:
     keeps it in memory only). `files` is the folder that stands in for S3: `s3://BUCKET/KEY` is
     `files/BUCKET/KEY`, for documentSource and for the presigned URLs devices receive.
 
+    `tls=DIR` (a folder made by `iotjobs-local certs init`) serves devices as AWS does: the service
+    starts its own mosquitto (`broker`) whose only device listener is MQTT over TLS at host:port
+    (`mqtts`), for client certificates of DIR's CA, each reaching only its own thing's topics; the
+    service's own connection uses a loopback listener with a password made at each start.
+    `https=(host, port)` (needs `tls`) also serves the four device calls over HTTPS (`https_url`), for
+    the same certificates, each allowed only its own thing. Things recorded in DIR while it runs are
+    admitted within a second (`admitted`).
+
     `activity(line)` is told one line per device request (MQTT or HTTP) and per other change of an
     execution's state: `14:02:11 thing-7 start-next -> job-3 IN_PROGRESS v2`, `14:02:15 thing-7 job-4 CANCELED v3
     (canceled)`.
@@ -60,6 +74,8 @@ class JobsService:
         http: tuple[str, int] | None = None,
         db: str | Path | None = None,
         files: str | Path | None = None,
+        tls: str | Path | None = None,
+        https: tuple[str, int] | None = None,
         activity: Callable[[str], None] | None = None,
     ) -> None:
         self.host = host
@@ -70,7 +86,18 @@ class JobsService:
         self.requests: list[Exchange] = []
         # Reentrant, so an interceptor (run under the lock) may call the management methods.
         self._changed = threading.Condition(threading.RLock())
-        self._api = MqttApi(host, port, self.model, self.clock, self._changed, client_id)
+        self.broker: Mosquitto | None = None
+        self.principals: Principals | None = None
+        self._admitted: set[str] = set()
+        self._password = secrets.token_urlsafe(24)
+        credentials: tuple[str, str] | None = None
+        if tls is not None:
+            self.principals = Principals(CertificateFolder(Path(tls)).check())
+            self.broker = self._tls_broker(self.principals)
+            credentials = (SERVICE_USER, self._password)
+        elif https is not None:
+            raise ValueError("https= needs tls=: devices show certificates of the folder's CA")
+        self._api = MqttApi(host, port, self.model, self.clock, self._changed, client_id, credentials)
         self._api.on_exchange = self._exchanged
         self.store = Store(db) if db is not None else None
         if self.store is not None:
@@ -82,14 +109,19 @@ class JobsService:
         self.documents = Documents(files, self.clock, secret=secret)
         self.model.fetch_document = self.documents.fetch
         self.http: HttpApi | None = None
+        self._endpoints = {"iot:Data": f"{host}:{port}", "iot:Data-ATS": f"{host}:{port}"}
         if http is not None:
-            endpoints = {"iot:Data": f"{host}:{port}", "iot:Data-ATS": f"{host}:{port}"}
-            self.http = HttpApi(self.model, self._call, self.documents, http[0], http[1], endpoints)
-            endpoints["iot:Jobs"] = self.http.address
+            self.http = HttpApi(self.model, self._call, self.documents, http[0], http[1], self._endpoints)
+            self._endpoints["iot:Jobs"] = self.http.address
             self.documents.base_url = self.http.url
             self.model.presign = self.documents.presign
+        self.https: DeviceHttpsApi | None = None
+        if https is not None:
+            assert self.principals is not None
+            self.https = DeviceHttpsApi(self.model, self._call, self.documents, self.principals, https[0], https[1])
         self._ticker_wanted = ticker if ticker is not None else not isinstance(self.clock, ManualClock)
         self._ticker: threading.Thread | None = None
+        self._admitter: threading.Thread | None = None
         self._stopping = threading.Event()
 
     # ---- lifecycle -----------------------------------------------------------------------------
@@ -97,22 +129,39 @@ class JobsService:
     def start(self, timeout: float = 10.0) -> JobsService:
         """Returns once the broker has acknowledged the service's subscription."""
         self._stopping.clear()
-        self._api.start(timeout)
+        if self.broker is not None:
+            self._start_tls_broker()
+        try:
+            self._api.start(timeout)
+        except BaseException:
+            if self.broker is not None:
+                self.broker.stop()
+            raise
         if self.http is not None:
             self.http.start()
+        if self.https is not None:
+            self.https.start()
         if self._ticker_wanted:
             self._ticker = threading.Thread(target=self._tick_forever, name="localjobs-ticker", daemon=True)
             self._ticker.start()
+        if self.broker is not None:
+            self._admitter = threading.Thread(target=self._admit_forever, name="localjobs-admit", daemon=True)
+            self._admitter.start()
         return self
 
     def stop(self) -> None:
         self._stopping.set()
-        if self._ticker is not None:
-            self._ticker.join()
-            self._ticker = None
+        for thread in (self._ticker, self._admitter):
+            if thread is not None:
+                thread.join()
+        self._ticker = self._admitter = None
         if self.http is not None:
             self.http.stop()
+        if self.https is not None:
+            self.https.stop()
         self._api.stop()
+        if self.broker is not None:
+            self.broker.stop()
         if self.store is not None:
             with self._changed:
                 self.store.close()
@@ -124,6 +173,26 @@ class JobsService:
         if self.http is None:
             raise RuntimeError("this service was started without http=")
         return self.http.url
+
+    @property
+    def mqtts(self) -> tuple[str, int]:
+        """(host, port) of the broker's device listener: MQTT over TLS with a client certificate."""
+        if self.broker is None:
+            raise RuntimeError("this service was started without tls=")
+        return self.broker.host, self.broker.port
+
+    @property
+    def https_url(self) -> str:
+        """https://HOST:PORT of the device API over HTTPS."""
+        if self.https is None:
+            raise RuntimeError("this service was started without https=")
+        return self.https.url
+
+    @property
+    def admitted(self) -> frozenset[str]:
+        """The things whose certificates the broker lets in (those recorded in the folder, once seen)."""
+        with self._changed:
+            return frozenset(self._admitted)
 
     def __enter__(self) -> JobsService:
         return self.start()
@@ -387,6 +456,41 @@ class JobsService:
             if errors:
                 with open(self._check, "a") as out:
                     out.write("%s\n" % "; ".join(errors))
+
+    def _tls_broker(self, principals: Principals) -> Mosquitto:
+        folder = principals.folder
+        things = principals.things()
+        self._admitted = set(things)
+        tls = {"cafile": folder.ca_pem, "certfile": folder.server_cert, "keyfile": folder.server_key,
+               "require_certificate": True}
+        return Mosquitto(self.port, self.host, tls=tls, plain_port=0,
+                         security=broker_config(self._password, things))
+
+    def _start_tls_broker(self) -> None:
+        assert self.broker is not None and self.broker.plain_port is not None
+        self.broker.start()
+        self.port = self.broker.port
+        self._api.host, self._api.port = self.broker.plain_host, self.broker.plain_port
+        for kind in ("iot:Data", "iot:Data-ATS"):
+            self._endpoints[kind] = f"{self.host}:{self.port}"
+
+    def _admit_forever(self) -> None:
+        while not self._stopping.wait(ADMIT_SECONDS):
+            try:
+                self._admit_recorded_things()
+            except Exception:
+                log.exception("could not admit newly recorded things")
+
+    def _admit_recorded_things(self) -> None:
+        assert self.principals is not None and self.broker is not None and self.broker.plain_port is not None
+        new = {thing: name for thing, name in self.principals.things().items() if thing not in self._admitted}
+        if not new:
+            return
+        admin = BrokerAdmin(self.broker.plain_host, self.broker.plain_port, self._password)
+        admin.apply([command for thing, name in new.items() for command in thing_commands(thing, name)])
+        with self._changed:
+            self._admitted.update(new)
+            self._changed.notify_all()
 
     def _tick_forever(self) -> None:
         while not self._stopping.wait(TICK_SECONDS):

@@ -13,6 +13,7 @@ from typing import Any
 
 from faultproxy import FaultProxy
 from localjobs.broker import Mosquitto
+from localjobs.model import thing_arn
 from localjobs.service import JobsService
 from mpylib import device_command
 
@@ -106,7 +107,7 @@ def soak(jobs: int, runtime: str, seed: int, deadline_s: float, every: tuple[flo
             FaultProxy(broker.host, broker.port) as proxy:
         service.create_thing(THING)
         for job_id, document in plan:
-            service.create_job(job_id, [THING], document)
+            service.create_job(job_id, [thing_arn(THING)], document)
         command, env = device_command(runtime, DEVICE, [
             proxy.host, str(proxy.port), THING, "jobs=%d" % jobs, "timeout_ms=2000", "response_ms=500",
             "ping_ms=500", "floor_ms=50", "ceiling_ms=500", "stable_ms=3000"], "128k")
