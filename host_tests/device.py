@@ -13,13 +13,15 @@ from mpylib import MPY_LIB, SOURCES, device_command
 
 ROOT = Path(__file__).resolve().parents[1]
 PORTABLE = ROOT / "host_tests" / "portable"
+# The test esp32 module (flash partitions and the bootloader's rollback, file-backed): on every device's path.
+ESP32_SIM = ROOT / "host_tests" / "esp32_sim"
 RUNTIMES = ("cpython", "unix64")
 # A board-sized heap for everything but the 32 KB document scenario.
 DEFAULT_HEAP = "96k"
 # The unix port gets the library as .mpy files, as a board does (compiling the sources on the device costs
 # ~20k of heap more at import); CPython gets the sources.
-MICROPYPATH = ":".join(str(p) for p in (MPY_LIB, PORTABLE)) + ":.frozen"
-CPYTHONPATH = ":".join(str(p) for p in (*SOURCES, PORTABLE))
+MICROPYPATH = ":".join(str(p) for p in (MPY_LIB, PORTABLE, ESP32_SIM)) + ":.frozen"
+CPYTHONPATH = ":".join(str(p) for p in (*SOURCES, PORTABLE, ESP32_SIM))
 
 
 def command(runtime: str, script: Path, args: list[str], heapsize: str | None = None) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench import heap, latency, size
+from bench import heap, latency, ota, size
 from bench.common import table
 from localjobs.broker import Mosquitto
 from localjobs.service import JobsService
@@ -25,6 +25,15 @@ def test_a_32k_cycle_passes_with_room_and_fails_without() -> None:
         assert heap.cycle_passes(service, broker, "ours", 400)
         assert not heap.cycle_passes(service, broker, "ours", 24)
         assert heap.cycle_passes(service, broker, "naive", 400)
+
+
+def test_an_ota_cycle_passes_with_room_and_fails_without(tmp_path: Any) -> None:
+    files = tmp_path / "files"
+    with Mosquitto() as broker, JobsService(broker.host, broker.port, http=("127.0.0.1", 0), files=files) as service:
+        trials = ota.Trials(broker, service, files, tmp_path)
+        assert trials.ota("unix64", 400) and trials.download("unix64", 400)
+        assert not trials.ota("unix64", 40)
+    assert 4096 < ota.esp32_sim_resident("unix64", tmp_path) < 64 * 1024
 
 
 def test_per_call_allocation_is_counted() -> None:

@@ -108,6 +108,28 @@ def test_invalid_transition_after_terminal(runtime, mosquitto, jobs_service, thi
     assert jobs_service.describe_job_execution(thing_name, "job-term")["status"] == "SUCCEEDED"
 
 
+@pytest.mark.parametrize("status, details, expected, code", [
+    ("IN_PROGRESS", "-", "99", "VersionMismatch"),
+    ("IN_PROGRESS", '{"pct": "50"}', "99", "VersionMismatch"),
+    ("IN_PROGRESS", '{"pct": "70"}', "99", "VersionMismatch"),
+    ("SUCCEEDED", '{"pct": "50"}', "-", "InvalidStateTransition"),
+    ("SUCCEEDED", "-", "99", "InvalidStateTransition"),
+], ids=["no-details", "same-details", "other-details", "terminal-again", "terminal-explicit-version"])
+def test_refused_update_sent_once_raises_whatever_the_state(runtime, mosquitto, jobs_service, thing_name, status,
+                                                           details, expected, code):
+    # The execution stands at version 3 with the status asked for: only an earlier copy of this very request
+    # could have put it there, and there was none.
+    jobs_service.create_job("job-refused", [thing_arn(thing_name)], DOC)
+    done = scenario(runtime, "refused_update", mosquitto, thing_name, status, details, expected)
+    refused = done["refused"]
+    assert refused["code"] == code, refused
+    assert refused["execution_state"] == {"status": status, "statusDetails": {"pct": "50"}, "versionNumber": 3}
+    assert done["resent"] == 0
+    history = jobs_service.history(thing_name, "job-refused")
+    assert [(h["status"], h["statusDetails"]) for h in history] == [
+        ("QUEUED", {}), ("IN_PROGRESS", {}), (status, {"pct": "50"})]
+
+
 def test_notifications_dispatched_while_a_call_waits(runtime, mosquitto, jobs_service, thing_name):
     created: list[str] = []
 

@@ -11,7 +11,7 @@ LIB = ROOT / "firmware" / "lib"
 SOURCES = sorted(LIB.rglob("*.py"))
 # MicroPython built-in modules the library may use, plus umqtt.simple (frozen on ESP32 firmware).
 ALLOWED = {"json", "os", "time", "select", "random", "micropython", "gc", "sys", "errno", "socket", "ssl", "hashlib",
-           "binascii", "struct", "machine", "network", "umqtt.simple",
+           "binascii", "struct", "machine", "network", "esp32", "umqtt.simple",
            # Built into MicroPython too, and the names under which the CPython shim gives MicroPython's semantics
            # (there plain socket/ssl are CPython's): usocket as umqtt.simple imports it; tls, the SSLContext
            # module of MicroPython 1.23+; ussl, which umqtt.simple 1.3.4 imports (iotjobs.tls aliases it to ssl

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from localjobs.clock import ManualClock
 from localjobs.documents import Documents
@@ -378,6 +379,84 @@ def test_presigned_url_placeholder_becomes_a_url_that_expires(
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(url)
     assert caught.value.code == 403
+
+
+# Every form of S3 object URL that AWS accepts, each naming bucket "ota-bucket" and key "fw/job 1.json".
+S3_URLS = {
+    "path-global": "https://s3.amazonaws.com/ota-bucket/fw/job%201.json",
+    "path-region": "https://s3.eu-west-1.amazonaws.com/ota-bucket/fw/job%201.json",
+    "path-dash-region": "https://s3-eu-west-1.amazonaws.com/ota-bucket/fw/job%201.json",
+    "virtual-global": "https://ota-bucket.s3.amazonaws.com/fw/job%201.json",
+    "virtual-region": "https://ota-bucket.s3.eu-west-1.amazonaws.com/fw/job%201.json",
+    "virtual-dotted-bucket": "https://ota.bucket.s3.us-east-2.amazonaws.com/fw/job%201.json",
+}
+BOTO_ROLE = {"roleArn": "arn:aws:iam::123456789012:role/ota-role", "expiresInSec": 120}
+
+
+def s3_file(tmp_path: Path, url: str, content: bytes) -> Path:
+    bucket = "ota.bucket" if "ota.bucket" in url else "ota-bucket"
+    path = tmp_path / "files" / bucket / "fw" / "job 1.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path
+
+
+@pytest.mark.parametrize("url", S3_URLS.values(), ids=S3_URLS.keys())
+def test_document_source_in_every_s3_url_form(jobs_http: JobsService, iot: Any, iot_data: Any, thing_name: str,
+                                              tmp_path: Path, url: str) -> None:
+    s3_file(tmp_path, url, json.dumps({"operation": "from-s3"}).encode())
+    iot.create_job(jobId="j1", targets=[f"arn:aws:iot:us-east-1:123456789012:thing/{thing_name}"], documentSource=url)
+    assert json.loads(iot.get_job_document(jobId="j1")["document"]) == {"operation": "from-s3"}
+    assert iot.describe_job(jobId="j1")["documentSource"] == url
+    started = iot_data.start_next_pending_job_execution(thingName=thing_name)["execution"]
+    assert json.loads(started["jobDocument"]) == {"operation": "from-s3"}
+
+
+@pytest.mark.parametrize("url", S3_URLS.values(), ids=S3_URLS.keys())
+def test_presigned_placeholder_in_every_s3_url_form(jobs_http: JobsService, iot: Any, iot_data: Any, thing_name: str,
+                                                    tmp_path: Path, url: str) -> None:
+    s3_file(tmp_path, url, b"\x00image\xff")
+    document = json.dumps({"a": "${aws:iot:s3-presigned-url:%s}" % url, "b": "${aws:iot:s3-presigned-url-v2:%s}" % url})
+    iot.create_job(jobId="j1", targets=[f"arn:aws:iot:us-east-1:123456789012:thing/{thing_name}"], document=document,
+                   presignedUrlConfig=BOTO_ROLE)
+    received = json.loads(iot_data.describe_job_execution(jobId="j1", thingName=thing_name,
+                                                          includeJobDocument=True)["execution"]["jobDocument"])
+    for signed in received.values():
+        assert signed.startswith(jobs_http.http_url + "/presigned/")
+        with urllib.request.urlopen(signed) as response:
+            assert response.read() == b"\x00image\xff"
+
+
+def test_missing_document_source_fails_the_creation_naming_the_file(jobs_http: JobsService, iot: Any, thing_name: str,
+                                                                    tmp_path: Path) -> None:
+    # AWS reads the document at CreateJob ("must be a UTF-8 encoded JSON document"): no object, no job.
+    (tmp_path / "files" / "ota-bucket").mkdir()
+    target = f"arn:aws:iot:us-east-1:123456789012:thing/{thing_name}"
+    with pytest.raises(ClientError) as caught:
+        iot.create_job(jobId="j1", targets=[target], documentSource=S3_URLS["virtual-region"])
+    error = caught.value.response["Error"]
+    assert error["Code"] == "InvalidRequestException"
+    assert str(tmp_path / "files" / "ota-bucket" / "fw" / "job 1.json") in error["Message"]
+    with pytest.raises(ClientError) as caught:
+        iot.create_job(jobId="j1", targets=[target], documentSource="https://example.com/ota-bucket/job.json")
+    assert "s3[.REGION].amazonaws.com" in caught.value.response["Error"]["Message"]
+    assert iot.list_jobs()["jobs"] == []
+
+
+def test_missing_presigned_object_is_a_404_naming_the_file(jobs_http: JobsService, iot: Any, iot_data: Any,
+                                                           thing_name: str, tmp_path: Path) -> None:
+    # Presigned URLs are made when a device asks for the document, object or not: S3 then answers 404 NoSuchKey.
+    document = json.dumps({"url": "${aws:iot:s3-presigned-url:%s}" % S3_URLS["path-dash-region"],
+                           "other": "${aws:iot:s3-presigned-url:https://example.com/x}"})
+    iot.create_job(jobId="j1", targets=[f"arn:aws:iot:us-east-1:123456789012:thing/{thing_name}"], document=document,
+                   presignedUrlConfig=BOTO_ROLE)
+    received = json.loads(iot_data.start_next_pending_job_execution(thingName=thing_name)["execution"]["jobDocument"])
+    assert received["other"] == "${aws:iot:s3-presigned-url:https://example.com/x}"  # names no S3 object: as written
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(received["url"])
+    assert caught.value.code == 404
+    body = caught.value.read().decode()
+    assert body.startswith("NoSuchKey") and str(tmp_path / "files" / "ota-bucket" / "fw" / "job 1.json") in body
 
 
 # ---- the store ---------------------------------------------------------------------------------

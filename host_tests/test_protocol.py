@@ -1,4 +1,4 @@
-"""Unit cases of the protocol core, large messages, the receive path and the errors users meet, on every runtime."""
+"""Unit cases of the protocol core, large messages, the receive path, the flash store and the errors users meet."""
 
 import re
 from functools import cache
@@ -7,7 +7,7 @@ import pytest
 
 from device import PORTABLE, RUNTIMES, run
 
-CASE_FILES = ("protocol_cases.py", "document_cases.py", "session_cases.py", "error_cases.py")
+CASE_FILES = ("protocol_cases.py", "document_cases.py", "session_cases.py", "store_cases.py", "error_cases.py")
 CASES = [(name, case) for name in CASE_FILES
          for case in re.findall(r"^def (case_\w+)", (PORTABLE / name).read_text(), re.M)]
 

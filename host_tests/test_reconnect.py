@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -198,6 +199,46 @@ def test_link_fault_loses_nothing(runtime, mosquitto, jobs_service, thing_name, 
         assert stats["link_losses"] >= 1 and stats["connects"] >= 2, "\n".join(device.lines)
 
 
+class OneAnswerBroker:
+    """A broker that reads the CONNECT, answers it with `reply` (maybe nothing, maybe short) and hangs up."""
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        connection, _ = self.listener.accept()
+        with connection, connection.makefile("rb") as incoming:
+            incoming.read(1)  # CONNECT's first byte, then its remaining length
+            size, shift = 0, 0
+            while True:
+                byte = incoming.read(1)[0]
+                size |= (byte & 0x7F) << shift
+                shift += 7
+                if not byte & 0x80:
+                    break
+            incoming.read(size)
+            connection.sendall(self.reply)
+        self.listener.close()
+
+
+@pytest.mark.parametrize("reply, cause", [
+    (b"", "IndexError"), (b"\x20\x02", "IndexError"), (b"\x90\x03\x00\x01", "AssertionError"),
+    (b"\x20\x02\x00\x05", "MQTTException"),
+], ids=["hang-up", "short-connack", "not-a-connack", "refused"])
+def test_failed_first_connect_raises_oserror_whatever_umqtt_raised(runtime, reply, cause):
+    # What a board's main (and the soak device) catch around the first connect: power cuts found a reboot
+    # into a link that hangs up mid-CONNACK killing the device with umqtt's IndexError.
+    broker = OneAnswerBroker(reply)
+    done = run(runtime, PORTABLE / "connect_scenario.py", "127.0.0.1", str(broker.port))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done["outcome"]["type"] == "OSError", done["outcome"]
+    assert done["outcome"]["message"].startswith("connect failed: " + cause), done["outcome"]
+
+
 def test_wifi_drop_waits_for_the_link_then_carries_on(runtime, mosquitto, jobs_service, thing_name, tmp_path):
     link = tmp_path / "link"
     link.write_text("up")
@@ -257,6 +298,23 @@ def test_short_soak_loses_and_doubles_nothing(runtime):
     assert int(counts["faults"]) >= 3, summary
 
 
+@pytest.mark.timeout(300)
+def test_short_soak_with_power_cuts_runs_each_job_once(runtime):
+    done = subprocess.run([str(ROOT / ".venv" / "bin" / "iotjobs-soak"), "--jobs", "6", "--runtime", runtime,
+                           "--seed", "4", "--fault-every", "0.3", "0.9", "--power-cuts", "4"],
+                          capture_output=True, text=True, timeout=280)
+    summary = done.stdout.strip().splitlines()[-1]
+    counts = dict(part.split("=") for part in summary.removeprefix("soak: ").split())
+    assert done.returncode == 0, done.stdout + done.stderr
+    # Every job ended once, as planned, through four SIGKILLs and restarts on the same flash.
+    assert counts["jobs"] == "6" and int(counts["succeeded"]) + int(counts["failed"]) == 6, summary
+    assert counts["failed"] == counts["planned_failed"], summary
+    assert (counts["lost"], counts["doubled"], counts["loop_deaths"]) == ("0", "0", "0"), done.stdout
+    assert counts["power_cuts"] == "4", done.stdout
+    cuts = next(line for line in done.stdout.splitlines() if line.startswith("soak: power cuts"))
+    assert len(cuts.split("): ", 1)[1].split(";")[0].split()) == 4, cuts
+
+
 def test_offline_updates_queue_in_order_and_the_full_queue_is_refused(runtime, mosquitto, jobs_service, thing_name):
     for job_id in ("job-a", "job-b", "job-c"):
         jobs_service.create_job(job_id, [thing_arn(thing_name)], {"operation": "x"})
@@ -303,3 +361,62 @@ def test_terminal_update_applied_before_the_link_died_succeeds_once(runtime, mos
     assert done["done"]["state"]["status"] == "SUCCEEDED"
     assert done["done"]["resent"] >= 1 and done["done"]["link_losses"] >= 1
     assert [h["status"] for h in jobs_service.history(thing_name, "job-t")] == ["QUEUED", "IN_PROGRESS", "SUCCEEDED"]
+
+
+def resend_after_the_cut(service: JobsService, proxy: FaultProxy, first_arrival: Any) -> list[dict[str, Any]]:
+    """An interceptor: the device's first update gets first_arrival(request), no answer, and a cut link."""
+    seen: list[dict[str, Any]] = []
+
+    def intercept(thing, api, topic, request, publish):
+        if api != "update":
+            return None
+        seen.append(request)
+        if len(seen) > 1:
+            return None  # the copy sent again after the reconnect: the service answers as it stands
+        first_arrival(thing, request)
+        proxy.reset()
+        return DROP
+
+    service.interceptor = intercept
+    return seen
+
+
+@pytest.mark.parametrize("status, details", [("IN_PROGRESS", None), ("IN_PROGRESS", {"pct": "60"}),
+                                             ("SUCCEEDED", {"result": "ok"})])
+def test_resent_update_the_service_had_applied_succeeds_once(runtime, mosquitto, jobs_service, thing_name, status,
+                                                             details):
+    jobs_service.create_job("job-a", [thing_arn(thing_name)], {"operation": "x"})
+    with FaultProxy(mosquitto.host, mosquitto.port) as proxy:
+        # Applied as sent, its answer lost with the link.
+        seen = resend_after_the_cut(jobs_service, proxy, lambda thing, request: jobs_service.model.update(
+            thing, "job-a", request["status"], request.get("statusDetails"), request.get("expectedVersion")))
+        done = run(runtime, LINK_SCENARIOS, "resend", proxy.host, str(proxy.port), thing_name, "timeout_ms=10000",
+                   status, json.dumps(details) if details is not None else "-")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(seen) == 2 and seen[0] == seen[1] and done["resent"] >= 1
+    assert seen[0]["expectedVersion"] == 2
+    assert done["update"] == {"state": {"status": status, "statusDetails": details or {}, "versionNumber": 3}}
+    history = jobs_service.history(thing_name, "job-a")
+    assert [(h["status"], h["statusDetails"]) for h in history] == [
+        ("QUEUED", {}), ("IN_PROGRESS", {}), (status, details or {})]
+
+
+@pytest.mark.parametrize("status, details, other", [("IN_PROGRESS", {"pct": "60"}, {"pct": "55"}),
+                                                    ("SUCCEEDED", {"result": "ok"}, {"result": "theirs"})])
+def test_resent_update_refused_after_another_writer_moved_the_version_raises(runtime, mosquitto, jobs_service,
+                                                                             thing_name, status, details, other):
+    jobs_service.create_job("job-b", [thing_arn(thing_name)], {"operation": "x"})
+    with FaultProxy(mosquitto.host, mosquitto.port) as proxy:
+        # Lost on its way; meanwhile another writer moved the execution to the same status, other details.
+        seen = resend_after_the_cut(jobs_service, proxy, lambda thing, request: jobs_service.model.update(
+            thing, "job-b", status, other))
+        done = run(runtime, LINK_SCENARIOS, "resend", proxy.host, str(proxy.port), thing_name, "timeout_ms=10000",
+                   status, json.dumps(details))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(seen) == 2 and done["resent"] >= 1
+    code = "VersionMismatch" if status == "IN_PROGRESS" else "InvalidStateTransition"
+    assert done["update"] == {"code": code, "execution_state": {"status": status, "statusDetails": other,
+                                                                 "versionNumber": 3}}
+    history = jobs_service.history(thing_name, "job-b")
+    assert [(h["status"], h["statusDetails"]) for h in history] == [("QUEUED", {}), ("IN_PROGRESS", {}),
+                                                                    (status, other)]

@@ -234,6 +234,34 @@ def test_outcome_saved_before_a_reset_is_reported_without_running_the_handler(
     assert statuses(jobs_service, thing_name, "job-done") == ["QUEUED", "IN_PROGRESS", "SUCCEEDED"]
 
 
+@pytest.mark.parametrize("theirs, states", [
+    ({"result": "from before the reset"}, ["idle", "succeeded"]),
+    ({"result": "someone else's"}, ["idle", "canceled"]),
+], ids=["our-earlier-attempt", "another-writer"])
+def test_outcome_that_got_through_before_the_reset_is_taken_once(runtime, mosquitto, jobs_service, thing_name,
+                                                                 tmp_path, theirs, states):
+    jobs_service.create_job("job-raced", [thing_arn(thing_name)], {"operation": "greet"})
+    execution_number = jobs_service.describe_job_execution(thing_name, "job-raced")["executionNumber"]
+    ours = {"result": "from before the reset"}
+    (tmp_path / "state.json").write_text(json.dumps({
+        "jobId": "job-raced", "executionNumber": execution_number, "step": None, "final": ["SUCCEEDED", ours]}))
+
+    def applied_just_before(thing, api, topic, request, publish):
+        # The copy sent before the reset arrives first: the runner's own is then refused as InvalidStateTransition.
+        if api == "update" and request.get("status") == "SUCCEEDED":
+            jobs_service.model.update(thing, "job-raced", "SUCCEEDED", theirs)
+        return None
+
+    jobs_service.interceptor = applied_just_before
+    done = device(runtime, "succeed", mosquitto, thing_name, tmp_path)
+    # Ours only when the state is the one we saved; else the execution ended without us.
+    assert done["states"] == states
+    assert done["finished"] == 1
+    assert statuses(jobs_service, thing_name, "job-raced") == ["QUEUED", "IN_PROGRESS", "SUCCEEDED"]
+    assert details(jobs_service, thing_name, "job-raced")[-1] == theirs
+    assert not (tmp_path / "state.json").exists()
+
+
 def test_outcome_refused_for_now_is_sent_again_without_running_the_handler_again(
         runtime, mosquitto, jobs_service, thing_name, tmp_path):
     throttled: list[dict[str, Any]] = []

@@ -5,4 +5,6 @@ import iotboard
 from iotjobs import handlers
 
 # The operations this board accepts from a job document; anything else is REJECTED.
-iotboard.start({"download": handlers.download, "reboot": handlers.reboot, "config": handlers.config})
+# "ota" needs firmware with two OTA app partitions (README: Firmware updates); without them its jobs just fail.
+iotboard.start({"download": handlers.download, "reboot": handlers.reboot, "config": handlers.config,
+                "ota": handlers.ota})

@@ -57,6 +57,26 @@ def case_a_refused_connect_names_the_broker_and_keeps_its_errno():
     assert reported and "connect to 127.0.0.1:%d" % port in reported[-1], reported
 
 
+class RefusingClient:
+    """An MQTT client whose connect fails as TLS does for a server certificate it does not trust."""
+
+    server = "broker.example"
+    port = 8883
+    keepalive = 60
+
+    def set_callback(self, callback):
+        pass
+
+    def connect(self, clean_session=True, timeout=None):
+        raise ValueError("the certificate is not correctly signed by the trusted CA")
+
+
+def case_any_connect_failure_names_the_broker_and_its_type():
+    e = raises(OSError, JobsClient(RefusingClient(), "err-thing").connect)
+    assert str(e) == ("connect failed: ValueError: connect to broker.example:8883: the certificate is not "
+                      "correctly signed by the trusted CA"), str(e)
+
+
 def case_a_missing_certificate_key_or_ca_names_the_file():
     d = files(**{"cert.der": b"0\x82", "key.der": b"0\x82", "ca.der": b"0\x82"})
     for kind in ("cert", "key", "ca"):

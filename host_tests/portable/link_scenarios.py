@@ -3,6 +3,7 @@
 Usage: link_scenarios.py NAME HOST PORT THING [ARG ...]; prints `RESULT <key> <json>` lines.
 """
 
+import json
 import sys
 import time
 
@@ -37,6 +38,18 @@ def scenario_terminal_once(jc, args):
     execution = jc.start_next()
     done = jc.update(execution["jobId"], "SUCCEEDED", {"result": "ok"})
     emit("done", {"state": done["executionState"], "resent": jc.resent, "link_losses": jc.session.link_losses})
+
+
+def scenario_resend(jc, args):
+    # args: STATUS DETAILS ("-" for none). The test cuts the link once the update reached the service.
+    execution = jc.start_next()
+    details = json.loads(args[1]) if args[1] != "-" else None
+    try:
+        done = jc.update(execution["jobId"], args[0], details)
+        emit("update", {"state": done["executionState"]})
+    except JobsError as e:
+        emit("update", {"code": e.code, "execution_state": e.execution_state})
+    emit("resent", jc.resent)
 
 
 def scenario_outbox(jc, args):

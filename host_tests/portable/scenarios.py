@@ -4,6 +4,7 @@ Usage: scenarios.py NAME HOST PORT THING [ARG ...]. Each scenario prints `RESULT
 the pytest side parses; an exception ends the run with `ERROR <type> <message>` and exit status 1.
 """
 
+import json
 import time
 
 from harness import emit, run_scenario
@@ -92,6 +93,21 @@ def scenario_invalid_transition(jc, args):
         emit("transition", None)
     except JobsError as e:
         emit("transition", error_fields(e))
+
+
+def scenario_refused_update(jc, args):
+    # args: STATUS DETAILS EXPECTED ("-" for none). The execution first reaches STATUS with {"pct": "50"};
+    # then the same update call, sent once, must come back as the service's refusal.
+    execution = jc.start_next()
+    job_id = execution["jobId"]
+    jc.update(job_id, args[0], {"pct": "50"})
+    details = json.loads(args[1]) if args[1] != "-" else None
+    expected = int(args[2]) if args[2] != "-" else None
+    try:
+        emit("refused", jc.update(job_id, args[0], details, expected_version=expected))
+    except JobsError as e:
+        emit("refused", error_fields(e))
+    emit("resent", jc.resent)
 
 
 def scenario_notify_during_call(jc, args):

@@ -7,7 +7,7 @@ import statistics
 import time
 from typing import Any
 
-from . import fleet, heap, latency, recovery, size
+from . import fleet, heap, latency, ota, recovery, size
 from .common import machine, table, write_json
 
 
@@ -29,17 +29,17 @@ def recovery_part(quick: bool) -> list[dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer rounds and trials, fleet of 100 only")
-    parser.add_argument("--parts", default="heap,size,latency,fleet,recovery")
+    parser.add_argument("--parts", default="heap,ota,size,latency,fleet,recovery")
     args = parser.parse_args()
     quick = ["--quick"] if args.quick else []
     parts = args.parts.split(",")
     write_json("machine", machine())
     started = time.monotonic()
     results: dict[str, dict[str, Any]] = {}
-    for name, part in (("heap", heap), ("size", size), ("latency", latency), ("fleet", fleet)):
+    for name, part in (("heap", heap), ("ota", ota), ("size", size), ("latency", latency), ("fleet", fleet)):
         if name in parts:
             print("\n== %s ==" % name)
-            results[name] = part.main(quick if name != "size" else [])
+            results[name] = part.main(quick if name not in ("size", "ota") else [])
     if "recovery" in parts:
         print("\n== recovery ==")
         recovery_part(args.quick)
@@ -48,6 +48,8 @@ def main() -> None:
     if "heap" in results:
         fields += ["heap32k_ours=%sk" % results["heap"]["heap32k_ours_k"],
                    "heap32k_naive=%sk" % results["heap"]["heap32k_naive_k"]]
+    if "ota" in results:
+        fields.append("ota_1.5MiB_heap=%sk" % results["ota"]["runtimes"]["unix64"]["ota_k"])
     if "size" in results:
         fields.append("mpy_bytes=%s" % results["size"]["total_mpy"])
     if "latency" in results:

@@ -302,7 +302,7 @@ class Executions(ModelState):
             return document
         presign = self.presign
         expires = int((job.presigned_url_config or {}).get("expiresInSec", 3600))
-        return substitute(document, PRESIGNED, lambda m: presign(m.group(1), m.group(2), expires))
+        return substitute(document, PRESIGNED, lambda m: presign(m.group(0), m.group(1), expires))
 
 
 def change(run: JobExecution, cause: str) -> dict[str, Any]:

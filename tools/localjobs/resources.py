@@ -61,7 +61,7 @@ RESOURCE_ALREADY_EXISTS = "ResourceAlreadyExists"
 # Placeholders a job document may hold: documentParameters fill the first when the job is created; the second
 # becomes a presigned URL each time a device receives the document.
 PARAMETER = re.compile(r"\$\{aws:iot:parameter:([a-zA-Z0-9:_-]{1,128})\}")
-PRESIGNED = re.compile(r"\$\{aws:iot:s3-presigned-url:https://s3\.amazonaws\.com/([^/}]+)/([^}]+)\}")
+PRESIGNED = re.compile(r"\$\{aws:iot:s3-presigned-url(?:-v2)?:([^}]*)\}")
 
 
 def thing_arn(name: str) -> str:

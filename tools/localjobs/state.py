@@ -39,7 +39,7 @@ class ModelState:
         self.groups: dict[str, ThingGroup] = {}
         self.jobs: dict[str, Job] = {}
         # Hooks for documents, set by the service: read a documentSource URL as text; make the URL
-        # that replaces an s3-presigned-url placeholder (bucket, key, expiresInSec). The model does no I/O.
+        # that replaces an s3-presigned-url placeholder (placeholder, its URL, expiresInSec). The model does no I/O.
         self.fetch_document: Callable[[str], str] | None = None
         self.presign: Callable[[str, str, int], str] | None = None
         self._aborts: list[str] = []

@@ -21,8 +21,9 @@ _RESYNC = const(7)  # our own describe("$next") after a reconnect, answered to t
 OUTBOX_FULL = "OutboxFull"
 _VERSIONS_KEPT = const(4)
 
-# A request in flight: [token, kind, job_id, topic, payload, sent_at or None, status, details, caller_waits, args]
-# (an update's payload is made when it is first sent, with the expectedVersion known then: see update()).
+# A request in flight: [token, kind, job_id, topic, payload, sent_at or None, status, details, caller_waits, args,
+# sends, expected_version] (an update's payload is made when it is first sent, with the expectedVersion known then:
+# see update(); sends counts the publishes begun, whether or not they got through).
 _TOKEN = const(0)
 _KIND = const(1)
 _JOB = const(2)
@@ -33,6 +34,12 @@ _STATUS = const(6)
 _DETAILS = const(7)
 _WAITED = const(8)
 _ARGS = const(9)
+_SENDS = const(10)
+_EXPECTED = const(11)
+
+
+def _request(token, kind, job_id, topic, payload, waited=1):
+    return [token, kind, job_id, topic, payload, None, None, None, waited, None, 0, None]
 
 
 def _report(reason, detail):
@@ -93,21 +100,21 @@ class JobsClient:
         token = self._token()
         topic = topics.get_pending(self.thing_name)
         payload = payloads.get_pending(token)
-        return self._call([token, topics.GET_PENDING, None, topic, payload, None, None, None, 1, None])
+        return self._call(_request(token, topics.GET_PENDING, None, topic, payload))
 
     def start_next(self, status_details=None, step_timeout_min=None):
         """Start the next pending execution and return it, or None when nothing is pending."""
         token = self._token()
         payload = payloads.start_next(token, status_details, step_timeout_min)
         topic = topics.start_next(self.thing_name)
-        return self._call([token, topics.START_NEXT, None, topic, payload, None, None, None, 1, None]).get("execution")
+        return self._call(_request(token, topics.START_NEXT, None, topic, payload)).get("execution")
 
     def describe(self, job_id=topics.NEXT, execution_number=None, include_document=True):
         """The execution of job_id (default: the next pending one), or None for $next with nothing pending."""
         topic = topics.describe(self.thing_name, job_id)
         token = self._token()
         payload = payloads.describe(token, execution_number, include_document)
-        return self._call([token, topics.DESCRIBE, job_id, topic, payload, None, None, None, 1, None]).get("execution")
+        return self._call(_request(token, topics.DESCRIBE, job_id, topic, payload)).get("execution")
 
     def update(
         self,
@@ -123,15 +130,21 @@ class JobsClient:
         """Report status for job_id's execution and return the accepted payload.
 
         Updates go out one at a time, in order, with the expectedVersion last seen for the job (unless
-        given), and are re-sent after a reconnect; an update the service had already applied comes back
-        as a success. One that times out stays queued and is still delivered: do not send it again.
+        given), and are re-sent after a reconnect; a re-sent update that an earlier copy had already applied
+        comes back as a success. Any other rejection raises JobsError, with the execution's state where the
+        service sent it. One that times out stays queued and is still delivered: do not send it again.
         """
         topic = topics.update(self.thing_name, job_id)
         token = self._token()
         args = (status_details, expected_version, execution_number, include_document, step_timeout_min)
         self._update_payload(token, status, args, 0)  # refuses bad input before anything is queued
         self._make_room(job_id)
-        return self._call([token, topics.UPDATE, job_id, topic, None, None, status, status_details, 1, args])
+        request = _request(token, topics.UPDATE, job_id, topic, None)
+        request[_STATUS] = status
+        request[_DETAILS] = status_details
+        request[_ARGS] = args
+        request[_EXPECTED] = expected_version
+        return self._call(request)
 
     def _update_payload(self, token, status, args, expected_version):
         details, explicit_version, execution_number, include_document, step_timeout_min = args
@@ -217,11 +230,14 @@ class JobsClient:
                 self.resent += 1
             if request[_PAYLOAD] is None:
                 # Made now, not when update() was called: updates queued before it may have moved the version.
+                if request[_EXPECTED] is None:
+                    request[_EXPECTED] = self._version(request[_JOB])
                 request[_PAYLOAD] = self._update_payload(
-                    request[_TOKEN], request[_STATUS], request[_ARGS], self._version(request[_JOB])
+                    request[_TOKEN], request[_STATUS], request[_ARGS], request[_EXPECTED]
                 )
             # Marked before: a publish that fails half way may still have reached the service.
             request[_SENT_AT] = now
+            request[_SENDS] += 1
             if not self.session.publish(request[_TOPIC], request[_PAYLOAD]):
                 return
 
@@ -237,7 +253,7 @@ class JobsClient:
         if not first and self._on_notify_next is not None:
             token = self._token()
             topic = topics.describe(self.thing_name, topics.NEXT)
-            resync = [token, _RESYNC, topics.NEXT, topic, payloads.describe(token), None, None, None, 0, None]
+            resync = _request(token, _RESYNC, topics.NEXT, topic, payloads.describe(token), 0)
             self._requests.append(resync)
         self._send_due()
 
@@ -272,13 +288,23 @@ class JobsClient:
             keep(document, self.session.spill + "_doc.json")
 
     def _already_applied(self, request, body):
-        # A re-sent update that the service had applied before the link failed: the state it reports is ours.
+        # Only an update sent more than once may have been applied by an earlier copy whose answer was lost; it
+        # was if the state the service reports is the one this update asked for, at a version past the one it
+        # expected. A first send, or one that never said which version it expected and gave no statusDetails
+        # to recognise, was refused: the caller hears so.
         state = body.get("executionState")
-        if body.get("code") not in (VERSION_MISMATCH, INVALID_STATE_TRANSITION) or not isinstance(state, dict):
+        if request[_SENDS] < 2 or not isinstance(state, dict):
+            return False
+        if body.get("code") not in (VERSION_MISMATCH, INVALID_STATE_TRANSITION):
             return False
         if state.get("status") != request[_STATUS]:
             return False
-        return request[_DETAILS] is None or state.get("statusDetails") == request[_DETAILS]
+        expected = request[_EXPECTED]
+        version = state.get("versionNumber")
+        moved = isinstance(expected, int) and isinstance(version, int) and version > expected
+        if request[_DETAILS] is None:
+            return moved
+        return state.get("statusDetails") == request[_DETAILS] and (expected is None or moved)
 
     def _make_room(self, job_id):
         """Drop queued progress that a newer update replaces; refuse when the queue is full of what must go."""

@@ -1,4 +1,4 @@
-"""HTTP(S) GET streamed to a file in fixed chunks, size-limited, SHA-256 checked before an atomic move into place."""
+"""HTTP(S) GET streamed in fixed chunks, size-limited, SHA-256 checked: to a file moved into place, or to any sink."""
 
 import binascii
 import hashlib
@@ -38,7 +38,10 @@ def _open(https, host, port, ca, timeout_s):
     sock = usocket.socket()
     try:
         sock.settimeout(timeout_s)
-        sock.connect(usocket.getaddrinfo(host, port)[0][-1])
+        try:
+            sock.connect(usocket.getaddrinfo(host, port)[0][-1])
+        except OSError as e:
+            raise DownloadError("cannot reach %s:%d: %s" % (host, port, e)) from None
         if https:
             import tls
 
@@ -75,14 +78,16 @@ def _headers(sock):
     return code, length
 
 
-def get(url, path, sha256=None, size_max=None, on_progress=None, ca=None, timeout_s=20, chunk=CHUNK):
-    """Fetch url into path; returns (size, sha256 hex). on_progress(percent) at each 10% when the size is known."""
+def stream(url, sink, buf, sha256=None, size_max=None, on_progress=None, ca=None, timeout_s=20):
+    """GET url into sink(piece), buf filled before each call (the last piece may be shorter); (size, sha256 hex).
+
+    Nothing reaches sink when the response announces more than size_max bytes. on_progress(percent) at each 10%
+    when the length is known.
+    """
     https, host, port, target = parse_url(url)
     # Never the query in messages: a presigned URL's signature is a credential.
     where = "%s%s" % (host, target.split("?", 1)[0])
-    part = path + ".part"
     sock = _open(https, host, port, ca, timeout_s)
-    done = False
     try:
         # HTTP/1.0: no chunked transfer encoding to undo, and the server closes when the body ends.
         request = b"GET " + target.encode() + b" HTTP/1.0\r\nHost: " + host.encode()
@@ -93,34 +98,51 @@ def get(url, path, sha256=None, size_max=None, on_progress=None, ca=None, timeou
         if size_max is not None and length is not None and length > size_max:
             raise DownloadError("%d bytes is more than the limit of %d" % (length, size_max))
         digest = hashlib.sha256()
-        buf = bytearray(chunk)
         view = memoryview(buf)
         size = 0
         reported = 0
-        with open(part, "wb") as f:
-            while True:
-                n = sock.readinto(buf)
-                if not n:
+        while True:
+            # Filled before it is passed on: a sink that writes flash blocks gets whole blocks.
+            n = 0
+            while n < len(buf):
+                got = sock.readinto(view[n:])
+                if not got:
                     break
-                size += n
-                if size_max is not None and size > size_max:
-                    raise DownloadError("more than the limit of %d bytes" % size_max)
-                digest.update(view[:n])
-                f.write(view[:n])
-                if on_progress is not None and length:
-                    percent = size * 100 // length
-                    if percent >= reported + 10:
-                        reported = percent - percent % 10
-                        on_progress(reported)
+                n += got
+            if not n:
+                break
+            size += n
+            if size_max is not None and size > size_max:
+                raise DownloadError("more than the limit of %d bytes" % size_max)
+            digest.update(view[:n])
+            sink(view[:n])
+            if on_progress is not None and length:
+                percent = size * 100 // length
+                if percent >= reported + 10:
+                    reported = percent - percent % 10
+                    on_progress(reported)
+            if n < len(buf):
+                break
         if length is not None and size != length:
             raise DownloadError("got %d of %d bytes from %s" % (size, length, where))
         hexdigest = binascii.hexlify(digest.digest()).decode()
         if sha256 is not None and hexdigest != sha256.lower():
             raise DownloadError("SHA-256 mismatch: expected %s, got %s" % (sha256.lower(), hexdigest))
-        store.replace(part, path)
-        done = True
         return size, hexdigest
     finally:
         sock.close()
+
+
+def get(url, path, sha256=None, size_max=None, on_progress=None, ca=None, timeout_s=20, chunk=CHUNK):
+    """Fetch url into path; returns (size, sha256 hex). on_progress(percent) at each 10% when the size is known."""
+    part = path + ".part"
+    done = False
+    try:
+        with open(part, "wb") as f:
+            result = stream(url, f.write, bytearray(chunk), sha256, size_max, on_progress, ca, timeout_s)
+        store.replace(part, path)
+        done = True
+        return result
+    finally:
         if not done:
             store.remove(part)

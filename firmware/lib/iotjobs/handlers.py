@@ -1,4 +1,4 @@
-"""The built-in job handlers: download a file, reboot the board, set configuration keys."""
+"""The built-in job handlers: download a file, reboot the board, set configuration keys, update the firmware."""
 
 from iotjobs import download as fetch
 from iotjobs import store
@@ -9,6 +9,8 @@ DOWNLOAD_MAX = 1024 * 1024  # bytes; a document may ask for less ("maxSize"), ne
 DOWNLOAD_CA = None  # path of a DER CA certificate: with it, https downloads verify the server
 # Where config jobs write: not the deploy's config.json, which a redeploy replaces (a board overlays this file on it).
 CONFIG_PATH = "settings.json"
+# Run by new firmware before it confirms itself: falsy or raising means roll back; None: reaching the runner passes.
+OTA_SELF_TEST: object = None
 
 REBOOT_STEP = "rebooting"
 DOWNLOAD_STEP = "downloading"
@@ -79,3 +81,10 @@ def config(execution, progress):
             current[key] = value
     store.write_json(CONFIG_PATH, current)
     return {"path": CONFIG_PATH, "changed": str(len(settings)), "keys": str(len(current))}
+
+
+def ota(execution, progress):
+    """{"operation": "ota", "url", "sha256", "size", "version"?}: a firmware update (iotjobs.ota, loaded only here)."""
+    from iotjobs import ota as firmware
+
+    return firmware.update(execution, progress, OTA_SELF_TEST, DOWNLOAD_CA)

@@ -174,9 +174,12 @@ class Runner:
         self._wait_ms = describe_every_ms
         self._job = None  # (jobId, executionNumber) of the execution whose handler runs
         self._step = None
+        self._operation = None
         self._timeout = None
         self._suspect = False
         self._gone = None
+        self._committed = None  # the running execution's operation once its handler committed (see _progress)
+        self._orphans = True  # until start_next first answers: a committed execution may need finishing
         jobs_client.on_notify_next(self._notified_next)
         jobs_client.on_notify(self._notified)
         self._set_state("idle", None)
@@ -218,6 +221,9 @@ class Runner:
             self._report_error("start_next failed", e)
             self._checked(RETRY_MS)
             return None
+        if self._orphans:
+            self._orphans = False
+            execution = self._committed_orphan(execution) or execution
         if execution is None:
             self._set_state("idle", None)
             return None
@@ -243,12 +249,14 @@ class Runner:
         number = execution.get("executionNumber")
         saved = store.read_json(self.state_path)
         checkpoint = None
+        self._committed = None
         if isinstance(saved, dict) and saved.get("jobId") == job_id and saved.get("executionNumber") == number:
             final = saved.get("final")
             if final:
                 # The handler already finished before a reset: report its outcome, never run it twice.
                 return self._finish(job_id, number, final[0], final[1], saved.get("step"))
             checkpoint = saved.get("step")
+            self._committed = saved.get("commit")
         else:
             details = execution.get("statusDetails")
             if execution.get("status") == IN_PROGRESS and isinstance(details, dict):
@@ -261,6 +269,7 @@ class Runner:
                 reason = "operation %r is not allowed on this device" % (operation,)
             return self._finish(job_id, number, REJECTED, clip_details({"reason": reason}))
         self._job = (job_id, number)
+        self._operation = operation
         self._step = checkpoint
         self._timeout = _step_timeout(document)
         self._suspect = False
@@ -289,18 +298,27 @@ class Runner:
         self._job = None
         return self._finish(job_id, number, status, details, self._step)
 
-    def _progress(self, details=None, step=None):
-        """progress(details, step=None): IN_PROGRESS with clipped details; checkpoints step; raises Canceled."""
+    def _progress(self, details=None, step=None, commit=False):
+        """progress(details, step=None, commit=False): IN_PROGRESS with clipped details; checkpoints step; raises
+        Canceled.
+
+        commit=True (with a step) is the handler's point of no return: a cancel is honoured up to this call, and
+        never after it; from then on the handler is run to its end, after a reset too, even when the service no
+        longer offers the execution (canceled with force meanwhile).
+        """
         if self._job is None:
             raise Canceled("no execution is running")
         job_id, number = self._job
-        if self._gone is None and self._suspect:
-            self._suspect = False
-            self._confirm(job_id, number)
-        if self._gone is not None:
-            raise Canceled(self._gone)
+        if self._committed is None:
+            if self._gone is None and self._suspect:
+                self._suspect = False
+                self._confirm(job_id, number)
+            if self._gone is not None:
+                raise Canceled(self._gone)
         if step is not None:
             self._step = step
+            if commit:
+                self._committed = self._operation
             self._save(job_id, number, step)
         if self._step is not None:
             details = clip_details(details or {}, payloads.DETAILS_MAX_PAIRS - 1)
@@ -310,7 +328,7 @@ class Runner:
         try:
             self.jc.update(job_id, IN_PROGRESS, details, execution_number=number, step_timeout_min=self._timeout)
         except JobsError as e:
-            if e.code in _GONE:
+            if e.code in _GONE and self._committed is None:
                 self._gone = "%s: %s" % (e.code, e.message)
                 raise Canceled(self._gone) from None
             # Progress is best effort (throttled, busy, ...): the work goes on, the outcome is what must arrive.
@@ -339,8 +357,10 @@ class Runner:
             outcome = status.lower()
         except JobsError as e:
             state = e.execution_state or {}
-            if e.code == "InvalidStateTransition" and state.get("status") == status:
-                outcome = status.lower()  # an earlier attempt got through; its answer was lost
+            if e.code == "InvalidStateTransition" and state.get("status") == status and \
+                    state.get("statusDetails") == details:
+                # An earlier attempt got through (before a reset, or still queued in the client); its answer was lost.
+                outcome = status.lower()
             elif e.code in _GONE:
                 outcome = "canceled"
             elif e.code in _BUSY:
@@ -362,7 +382,21 @@ class Runner:
         state = {"jobId": job_id, "executionNumber": number, "step": step}
         if final is not None:
             state["final"] = final
+        elif self._committed is not None:
+            state["commit"] = self._committed
         store.write_json(self.state_path, state)
+
+    def _committed_orphan(self, execution):
+        # Canceled with force after its handler committed, an execution is no longer offered: it is finished anyway
+        # from what the state file kept, before the execution start_next gave (which stays IN_PROGRESS for later).
+        saved = store.read_json(self.state_path)
+        if not isinstance(saved, dict) or not saved.get("commit") or saved.get("final"):
+            return None
+        job_id = saved.get("jobId")
+        number = saved.get("executionNumber")
+        if execution is not None and execution.get("jobId") == job_id and execution.get("executionNumber") == number:
+            return None
+        return {"jobId": job_id, "executionNumber": number, "jobDocument": {"operation": saved["commit"]}}
 
     # ---- notifications ---------------------------------------------------------------------------
 

@@ -34,17 +34,16 @@ def _put_length(packet, size):
 
 
 def broker_error(error, mqtt):
-    """error, reworded to name the broker it is about ("[Errno 111] ECONNREFUSED" alone names none)."""
+    """error, of the same type, reworded to name the broker ("[Errno 111] ECONNREFUSED" alone names none)."""
     where = "connect to %s:%s" % (getattr(mqtt, "server", "?"), getattr(mqtt, "port", "?"))
     args = error.args
-    if isinstance(error, OSError):
-        if args and isinstance(args[0], int):
-            # The errno stays the first argument, where callers look for it (MicroPython prints its name too).
-            return OSError(args[0], where if len(args) < 2 else "%s: %s" % (where, args[1]))
-        return OSError("%s: %s" % (where, error))
-    if isinstance(error, ValueError):  # a server certificate refused by TLS
-        return ValueError("%s: %s" % (where, error))
-    return error
+    if isinstance(error, OSError) and args and isinstance(args[0], int):
+        # The errno stays the first argument, where callers look for it (MicroPython prints its name too).
+        return OSError(args[0], where if len(args) < 2 else "%s: %s" % (where, args[1]))
+    try:
+        return type(error)("%s: %s" % (where, error))
+    except Exception:  # a type whose constructor wants something else: as it was
+        return error
 
 
 class LinkDown(OSError):
@@ -243,8 +242,14 @@ class Session:
     def connect(self, topics):
         """Connect and subscribe to topics now; raise OSError if that fails (later losses are handled here)."""
         self.topics = list(topics)
-        if not self._connect_once(self.wlan_ms):
-            raise self.last_error or OSError("connect failed")
+        if self._connect_once(self.wlan_ms):
+            return
+        error = self.last_error
+        if isinstance(error, OSError):
+            raise error
+        # umqtt.simple fails a CONNACK cut short or refused otherwise (IndexError, AssertionError, MQTTException):
+        # one kind of error for the caller, whose retry loop (a board's main) must not die of it.
+        raise OSError("connect failed: %s: %s" % (type(error).__name__, error))
 
     def _wlan_up(self, budget_ms):
         """Bring WiFi back first: ask the radio to reconnect, then wait for it up to wlan_ms (or the budget)."""
@@ -269,7 +274,7 @@ class Session:
     def _open(self):
         try:
             self._dial()
-        except (OSError, ValueError) as e:
+        except Exception as e:
             raise broker_error(e, self.mqtt) from None
 
     def _dial(self):
