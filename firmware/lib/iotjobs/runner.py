@@ -36,31 +36,34 @@ class Reboot(Exception):
 
 def _clean(text, limit):
     # The service refuses control and format characters in statusDetails; drop them rather than fail.
-    # Slices between them, not a list of characters: a clean value costs one allocation.
+    # Read as UTF-8 bytes (payloads.code_point says why), cut between the refused ones: a clean value that
+    # fits is returned as it is.
+    raw = text.encode()
     pieces = []
     start = i = kept = 0
-    for c in text:
-        if kept >= limit:
-            break
-        if payloads.is_control(c):
-            pieces.append(text[start:i])
-            start = i + 1
+    while i < len(raw) and kept < limit:
+        o, n = payloads.code_point(raw, i)
+        if payloads.is_control_code(o):
+            pieces.append(raw[start:i])
+            start = i + n
         else:
             kept += 1
-        i += 1
+        i += n
     if not pieces:
-        return text[:i]
-    pieces.append(text[start:i])
-    return "".join(pieces)
+        return text if i == len(raw) else raw[:i].decode()
+    pieces.append(raw[start:i])
+    return b"".join(pieces).decode()
 
 
 def _clean_key(key):
-    key = str(key)[: payloads.DETAILS_KEY_MAX]
-    out = []
-    for c in key:
-        ok = "a" <= c <= "z" or "A" <= c <= "Z" or "0" <= c <= "9" or c in ":_-"
-        out.append(c if ok else "_")
-    return "".join(out)
+    raw = str(key).encode()
+    out = bytearray()
+    i = 0
+    while i < len(raw) and len(out) < payloads.DETAILS_KEY_MAX:
+        n = payloads.code_point(raw, i)[1]
+        out.append(raw[i] if n == 1 and payloads.is_key_byte(raw[i]) else 95)  # "_" for any other character
+        i += n
+    return str(out, "utf-8")
 
 
 def clip_details(details, max_pairs=payloads.DETAILS_MAX_PAIRS):
