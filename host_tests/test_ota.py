@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import struct
+import subprocess
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +19,11 @@ from typing import Any
 
 import pytest
 
-from device import PORTABLE, RUNTIMES, Run, run
+from device import PORTABLE, ROOT, RUNTIMES, Run, run
 from localjobs.broker import Mosquitto
 from localjobs.model import thing_arn
 from localjobs.service import JobsService
+from soak.ota import Update, firmware_checks
 from test_runner import RESET_EXIT_CODE, RUNNER_HEAP
 
 BOARD = PORTABLE / "ota_board.py"
@@ -320,3 +322,64 @@ def test_nothing_of_ota_is_loaded_until_an_ota_job_runs(runtime, tmp_path):
                       "print('RESULT loaded', json.dumps(loaded))\n")
     done = run(runtime, script)
     assert done.returncode == 0 and done["loaded"] == [], done.stdout + done.stderr
+
+
+# ---- iotjobs-soak --ota: updates among the soak's jobs, power cuts at any point of them --------------------------
+
+
+@pytest.mark.timeout(300)
+def test_short_soak_with_updates_and_power_cuts_ends_each_update_once_as_planned(runtime):
+    # Seed 8: updates planned to succeed, to fail their hash and to fail their self-test; two of the four cuts
+    # aimed at an update under way.
+    done = subprocess.run([str(ROOT / ".venv" / "bin" / "iotjobs-soak"), "--jobs", "6", "--ota", "4", "--runtime",
+                           runtime, "--seed", "8", "--fault-every", "0.3", "0.9", "--power-cuts", "4"],
+                          capture_output=True, text=True, timeout=280)
+    summary = done.stdout.strip().splitlines()[-1]
+    counts = {key: int(value) for key, value in (part.split("=") for part in summary.removeprefix("soak: ").split())}
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert counts["ota"] == 4 and counts["succeeded"] + counts["failed"] == 6, summary
+    assert counts["failed"] == counts["planned_failed"] + counts["cut_rollbacks"], summary
+    assert (counts["lost"], counts["doubled"], counts["loop_deaths"], counts["wrong_firmware"]) == (0, 0, 0, 0), \
+        done.stdout
+    assert counts["power_cuts"] == 4 and counts["reboots"] >= 1, summary  # updates rebooted the board
+    cuts = next(line for line in done.stdout.splitlines() if line.startswith("soak: power cuts"))
+    assert [cut.split(":")[1] for cut in cuts.split("): ", 1)[1].split(";")[0].split()] == \
+        ["random", "ota", "ota", "write"], cuts
+
+
+def soak_updates(*kinds: str) -> list[tuple[str, Update | None]]:
+    """A soak plan: a plain job after each update of these kinds, versions 2.N.0."""
+    plan: list[tuple[str, Update | None]] = []
+    for n, kind in enumerate(kinds):
+        plan += [("update-%d" % n, Update(kind, "2.%d.0" % n)), ("job-%d" % n, None)]
+    return plan
+
+
+ROLLED_BACK = ("FAILED", {"error": "OtaError", "message": "rolled back to ota_0: the firmware written to ota_1 failed "
+                                                            "its self-test or was reset before it passed"})
+
+
+def test_soak_excuses_a_rolled_back_update_only_when_a_cut_caught_it_unconfirmed():
+    plan = soak_updates("update", "update")
+    outcomes = {"update-0": ROLLED_BACK, "update-1": ("SUCCEEDED", {"version": "2.1.0", "partition": "ota_1"})}
+    ran_on = {"update-0": ["1.0.0", "2.0.0", "1.0.0"], "job-0": ["1.0.0"], "update-1": ["1.0.0", "2.1.0"],
+              "job-1": ["2.1.0"]}
+    expected, problems, wrong = firmware_checks(plan, outcomes, ran_on, "2.1.0", {"2.0.0"})
+    assert expected == {"update-0": "FAILED", "update-1": "SUCCEEDED"}
+    assert problems == {"update-0": [], "update-1": []} and wrong == []
+    # Without that cut the rollback is not the plan's: the soak expects SUCCEEDED (and so counts it lost).
+    expected, _, _ = firmware_checks(plan, outcomes, ran_on, "2.1.0", set())
+    assert expected["update-0"] == "SUCCEEDED"
+
+
+def test_soak_sees_an_update_failed_for_another_reason_and_firmware_that_is_not_the_plan():
+    plan = soak_updates("bad hash", "update")
+    outcomes = {"update-0": ROLLED_BACK, "update-1": ("SUCCEEDED", {"version": "2.1.0", "partition": "ota_1"})}
+    # update-0 should have been refused for its hash; the jobs after update-1 ran on the firmware before it.
+    ran_on = {"update-0": ["1.0.0", "2.0.0", "1.0.0"], "job-0": ["1.0.0"], "update-1": ["1.0.0", "2.1.0"],
+              "job-1": ["1.0.0"]}
+    _, problems, wrong = firmware_checks(plan, outcomes, ran_on, "1.0.0", set())
+    assert problems["update-0"] == ["FAILED for another reason: " + ROLLED_BACK[1]["message"]]
+    assert wrong == ["update-0: an update from 1.0.0 to 2.0.0 ran on ['1.0.0', '2.0.0', '1.0.0']",
+                     "job-1: its handler ran on ['1.0.0'], not 2.1.0",
+                     "the device ended on firmware 1.0.0, not 2.1.0"]

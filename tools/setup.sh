@@ -15,10 +15,11 @@ if [ ! -f "$stamp" ]; then
 fi
 
 # mosquitto is the broker of every test and of the demo; openssl makes the tests' certificates and the
-# deploy's DER files.
+# deploy's DER files; chromium (Debian's, driven by Playwright: no browser download) runs the console's tests.
 missing=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq

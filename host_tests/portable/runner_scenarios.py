@@ -134,6 +134,19 @@ def scenario_cancel(board):
     emit("states", board.states)
 
 
+def scenario_gated(board):
+    # Holds IN_PROGRESS with its details until the test has seen them (in the console), then succeeds.
+    def flash(execution, progress):
+        progress({"step": "flashing", "percent": "40"})
+        print("RUNNING")
+        wait_for_file(board.state_dir + "/go", 60000)
+        return {"result": "flashed"}
+
+    runner = board.runner({"flash": flash})
+    emit("finished", runner.run(max_jobs=1))
+    emit("states", board.states)
+
+
 def scenario_cancel_by_notification(board):
     seen = []
     runners: list = []

@@ -7,7 +7,7 @@ import statistics
 import time
 from typing import Any
 
-from . import fleet, heap, latency, ota, recovery, size
+from . import console, fleet, heap, latency, ota, recovery, size
 from .common import machine, table, write_json
 
 
@@ -29,14 +29,16 @@ def recovery_part(quick: bool) -> list[dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer rounds and trials, fleet of 100 only")
-    parser.add_argument("--parts", default="heap,ota,size,latency,fleet,recovery")
+    parser.add_argument("--parts", default="heap,ota,size,latency,fleet,console,recovery")
     args = parser.parse_args()
     quick = ["--quick"] if args.quick else []
     parts = args.parts.split(",")
     write_json("machine", machine())
     started = time.monotonic()
     results: dict[str, dict[str, Any]] = {}
-    for name, part in (("heap", heap), ("ota", ota), ("size", size), ("latency", latency), ("fleet", fleet)):
+    parts_in_order = (("heap", heap), ("ota", ota), ("size", size), ("latency", latency), ("fleet", fleet),
+                      ("console", console))
+    for name, part in parts_in_order:
         if name in parts:
             print("\n== %s ==" % name)
             results[name] = part.main(quick if name not in ("size", "ota") else [])
@@ -54,6 +56,10 @@ def main() -> None:
         fields.append("mpy_bytes=%s" % results["size"]["total_mpy"])
     if "latency" in results:
         fields.append("rtt_ratio_vs_fastest_peer=%.2f" % results["latency"]["rtt_ratio_vs_fastest_peer"])
+    if "console" in results:
+        biggest = results["console"]["rows"][-1]
+        fields.append("console_page_cpu_per_1000_updates_at_%d=%.0fms" % (
+            biggest["n"], 1000 * biggest["page_cpu_ms"] / biggest["updates"]))
     print("bench: " + " ".join(fields))
 
 

@@ -13,9 +13,10 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from . import certs
+from . import certs, terminal
 from .broker import Mosquitto
 from .clock import Clock
+from .console import Console
 from .service import JobsService
 
 # The same endpoints at every start, so devices and shells configured once keep working across restarts.
@@ -122,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_tls_arguments(serve)
     certs.add_commands(commands)
+    terminal.add_commands(commands)
     return parser
 
 
@@ -202,6 +204,7 @@ def serve(args: argparse.Namespace) -> int:
         try:
             assert service.http is not None
             print(f"ready mqtt={host}:{port} http={service.http.address}", flush=True)
+            print(f"console {service.http.url}{Console.PATH}/", flush=True)
             # wait() with a timeout keeps the main thread responsive to signals on every platform.
             while not stop.wait(0.5):
                 pass
@@ -225,6 +228,7 @@ def serve_tls(args: argparse.Namespace, clock: Clock, stop: threading.Event) -> 
         assert service.http is not None and service.https is not None
         mqtts = "%s:%d" % service.mqtts
         print(f"ready mqtts={mqtts} https={service.https.address} http={service.http.address}", flush=True)
+        print(f"console {service.http.url}{Console.PATH}/", flush=True)
         while not stop.wait(0.5):
             pass
     return 0
@@ -234,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "certs":
         return certs.run(args)
+    if args.command in ("jobs", "watch"):
+        return terminal.run(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         return serve(args)

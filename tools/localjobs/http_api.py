@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from botocore.loaders import Loader
 
@@ -202,6 +202,8 @@ class HttpApi:
         self.server.daemon_threads = True
         self.host, self.port = str(self.server.server_address[0]), int(self.server.server_address[1])
         self._thread: threading.Thread | None = None
+        # Path prefix -> fn(handler, url, body) that answers every request under it (the console).
+        self.mounts: dict[str, Callable[[BaseHTTPRequestHandler, SplitResult, bytes], None]] = {}
 
     @property
     def address(self) -> str:
@@ -507,6 +509,10 @@ def make_handler(api: HttpApi) -> type[BaseHTTPRequestHandler]:
                 status, data = api.documents.open(url.path, query)
                 self.reply(status, data, "application/octet-stream")
                 return
+            for prefix, serve in api.mounts.items():
+                if url.path == prefix or url.path.startswith(prefix + "/"):
+                    serve(self, url, body)
+                    return
             found = api.route(self.command, url.path, self.headers.get("Authorization", ""))
             if found is None:
                 self.error("UnknownOperationException", 404, f"no operation for {self.command} {url.path}")

@@ -16,7 +16,9 @@ from typing import Any, TypeVar
 from .authz import SERVICE_USER, BrokerAdmin, Principals, broker_config, thing_commands
 from .broker import Mosquitto
 from .certs import CertificateFolder
+from .changefeed import ChangeFeed
 from .clock import Clock, ManualClock
+from .console import Console
 from .documents import Documents
 from .http_api import HttpApi
 from .https_api import DeviceHttpsApi
@@ -99,6 +101,8 @@ class JobsService:
             raise ValueError("https= needs tls=: devices show certificates of the folder's CA")
         self._api = MqttApi(host, port, self.model, self.clock, self._changed, client_id, credentials)
         self._api.on_exchange = self._exchanged
+        # The keys of the records each call changes, for the console's live streams.
+        self.changes = ChangeFeed()
         self.store = Store(db) if db is not None else None
         if self.store is not None:
             self.model.load_records(self.store.load())
@@ -115,6 +119,7 @@ class JobsService:
             self._endpoints["iot:Jobs"] = self.http.address
             self.documents.base_url = self.http.url
             self.model.presign = self.documents.presign
+            self.http.mounts[Console.PATH] = Console(self).serve
         self.https: DeviceHttpsApi | None = None
         if https is not None:
             assert self.principals is not None
@@ -151,6 +156,7 @@ class JobsService:
 
     def stop(self) -> None:
         self._stopping.set()
+        self.changes.close()
         for thread in (self._ticker, self._admitter):
             if thread is not None:
                 thread.join()
@@ -233,6 +239,11 @@ class JobsService:
         """Wait until predicate() is truthy (it runs under the service lock); returns its last value."""
         with self._changed:
             return self._changed.wait_for(predicate, timeout)
+
+    def read(self, method: Callable[..., T], *args: Any) -> T:
+        """Run a model query under the service lock, without the persisting and announcing a change needs."""
+        with self._changed:
+            return method(*args)
 
     def publish(self, topic: str, payload: bytes | str | dict[str, Any]) -> None:
         """Publish anything on the service's own connection (QoS 1)."""
@@ -441,6 +452,7 @@ class JobsService:
                                                  record["version_number"], cause))
 
     def _persist(self) -> None:
+        self.changes.publish(self.model.changed)
         if self.store is not None or self.activity is not None:
             changes = self.model.take_changes()
             if self.store is not None:

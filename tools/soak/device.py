@@ -13,6 +13,12 @@ Its flash is a board's: writes take a time (flash_bps bytes a second, and flash_
 each operation announced by a FLASH line, so that a power cut can land in the middle of one; flash=fat refuses
 to rename over an existing file, as FAT does. HANDLER <job> says a handler starts, SAVED_FINAL <job> that an
 outcome reached flash.
+
+ota=1 (with runner=1) makes it a board that takes firmware updates: importing the test esp32 (ESP32_* in the
+environment) is its power-on, FIRMWARE <label> <version> says what booted, and "ota" jobs run the library's
+handler. HANDLER lines then name the firmware the handler runs on. A reset (the ota handler's reboot) prints
+RESET and ends the process with RESET_EXIT_CODE, for the soak to start it again on the same flash. The self-test
+prints SELF_TEST <version>, takes self_test_ms, and fails on firmware whose version ends with BROKEN.
 """
 
 import io
@@ -24,6 +30,10 @@ import time
 from umqtt.simple import MQTTClient
 
 from iotjobs import JobsClient, JobsError, RequestTimeout
+
+RESET_EXIT_CODE = 211  # as the CPython shim's machine.reset(): the soak starts the board again
+BROKEN = "-broken"  # the version suffix of an image whose self-test fails (the soak plans those)
+firmware: list = []  # with ota=1: the version of the firmware running, read once at power-on
 
 
 class FileWlan:
@@ -49,7 +59,7 @@ class FileWlan:
 def options(argv):
     found = {"jobs": "1", "timeout_ms": "3000", "response_ms": "1000", "ping_ms": "1000", "floor_ms": "100",
              "ceiling_ms": "1000", "stable_ms": "5000", "wlan": "", "wlan_ms": "1000", "runner": "0",
-             "flash": "littlefs", "flash_bps": "0", "flash_ms": "0"}
+             "flash": "littlefs", "flash_bps": "0", "flash_ms": "0", "ota": "0", "self_test_ms": "0"}
     for arg in argv:
         key, _, value = arg.partition("=")
         if key not in found:
@@ -162,8 +172,15 @@ class Flash:
         time.sleep_ms(self.op_ms)
 
 
+def announce_handler(execution):
+    if firmware:
+        print("HANDLER", execution["jobId"], firmware[0])
+    else:
+        print("HANDLER", execution["jobId"])
+
+
 def soak_handler(execution, progress):
-    print("HANDLER", execution["jobId"])
+    announce_handler(execution)
     document = execution["input"]
     steps = int(document.get("steps", 1))
     done = int(execution["checkpoint"] or 0)  # from flash, or from the last statusDetails after a lost file
@@ -174,6 +191,38 @@ def soak_handler(execution, progress):
     if document.get("final") == "FAILED":
         raise RuntimeError("planned failure")
     return {"result": document.get("final")}
+
+
+def ota_handler(execution, progress):
+    from iotjobs import handlers
+
+    announce_handler(execution)
+    return handlers.ota(execution, progress)
+
+
+def power_on():
+    """The test esp32's bootloader picks the firmware; what it booted is printed and kept in firmware."""
+    import esp32
+
+    from iotjobs import ota
+
+    running = esp32.Partition(esp32.Partition.RUNNING)  # type: ignore[arg-type]  # the stubs take only a label
+    firmware.append(ota.app_version(running) or "unknown")
+    print("FIRMWARE", running.info()[4], firmware[0])
+
+
+def self_test_for(duration_ms):
+    def self_test():
+        print("SELF_TEST", firmware[0])
+        time.sleep_ms(duration_ms)  # a board's checks take a while: long enough for a power cut to land in them
+        return not firmware[0].endswith(BROKEN)
+
+    return self_test
+
+
+def reset():
+    print("RESET")
+    sys.exit(RESET_EXIT_CODE)
 
 
 def stop_asked():
@@ -193,7 +242,13 @@ def run_with_runner(jc, opts):
     # The library's store writes through this flash instead of the host's files.
     store.open = flash.open  # type: ignore[attr-defined]
     store.os = flash  # type: ignore[assignment]
-    runner = Runner(jc, {"soak": soak_handler}, describe_every_ms=1000)
+    table = {"soak": soak_handler}
+    if firmware:
+        from iotjobs import handlers
+
+        handlers.OTA_SELF_TEST = self_test_for(int(opts["self_test_ms"]))
+        table["ota"] = ota_handler
+    runner = Runner(jc, table, describe_every_ms=1000, reset=reset)
     done = deaths = 0
     while not stop_asked():
         try:
@@ -242,6 +297,8 @@ def run_jobs(jc, opts):
 def main():
     host, port, thing = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     opts = options(sys.argv[4:])
+    if opts["ota"] == "1":
+        power_on()
     wlan = None  # type: object
     if opts["wlan"] == "network":
         import network  # a board's WLAN, or the CPython shim's, whose link also kills sockets
@@ -273,8 +330,9 @@ def main():
     print("CONNECTED")
     done, deaths = run_with_runner(jc, opts) if opts["runner"] == "1" else run_jobs(jc, opts)
     s = jc.session
-    print("DONE jobs=%d connects=%d link_losses=%d wifi_waits=%d resent=%d loop_deaths=%d"
-          % (done, s.connects, s.link_losses, s.wifi_waits, jc.resent, deaths))
+    print("DONE jobs=%d connects=%d link_losses=%d wifi_waits=%d resent=%d loop_deaths=%d%s"
+          % (done, s.connects, s.link_losses, s.wifi_waits, jc.resent, deaths,
+             " firmware=" + firmware[0] if firmware else ""))
     jc.disconnect()
 
 
