@@ -157,7 +157,7 @@ def test_serve_prints_a_line_per_device_request_and_state_change(served: list[Se
     s.line(t + r" job-2 CANCELED v2 \(canceled\)")
 
 
-def test_quiet_prints_only_the_ready_line(served: list[Served], thing_name: str) -> None:
+def test_quiet_prints_no_activity_line(served: list[Served], thing_name: str) -> None:
     s = Served("--db", ":memory:", "--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0", "--quiet")
     served.append(s)
     iot = s.iot()
@@ -170,4 +170,9 @@ def test_quiet_prints_only_the_ready_line(served: list[Served], thing_name: str)
         device.close()
     assert s.stop() == 0
     s.reader.join(WAIT)
-    assert not s.reader.is_alive() and s.lines.empty()
+    assert not s.reader.is_alive()
+    # What it prints at start-up (the console's URL), and nothing after it.
+    printed = []
+    while not s.lines.empty():
+        printed.append(s.lines.get_nowait())
+    assert [line.split()[0] for line in printed] == ["console"], printed

@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the service's clock this far ahead of the wall clock (to try timers and rollouts)",
     )
     serve.add_argument(
-        "--quiet", action="store_true", help="print no line per device request and state change (only 'ready')"
+        "--quiet", action="store_true", help="print no line per device request and state change"
     )
     serve.add_argument(
         "--log-level",
