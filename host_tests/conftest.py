@@ -33,6 +33,23 @@ from localjobs.service import JobsService
 DEFAULT_DOCUMENT: dict[str, Any] = {"operation": "test"}
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build the esp32like runtime before the first test when a selected test runs on it: from nothing it takes
+    longer than a test's timeout (tests/tools call esp32like.ensure() too, which then finds it current)."""
+    import esp32like
+
+    if not any("esp32like" in item.nodeid for item in session.items) or esp32like.stale() is None:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line("esp32like: building MicroPython v%s from source: %s" % (esp32like.VERSION,
+                                                                                   esp32like.stale()))
+    try:
+        esp32like.build()
+    except esp32like.BuildError as e:
+        pytest.exit("esp32like: %s" % e, returncode=1)
+
+
 @pytest.fixture(scope="session")
 def mosquitto() -> Iterator[Mosquitto]:
     with Mosquitto() as broker:

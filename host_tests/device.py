@@ -1,4 +1,4 @@
-"""Runs firmware scripts as a device would: on the MicroPython unix port, or on CPython through the shim."""
+"""Runs firmware scripts as a device would: on a MicroPython unix port, or on CPython through the shim."""
 
 from __future__ import annotations
 
@@ -9,18 +9,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mpylib import MPY_LIB, SOURCES, device_command
+from mpylib import MICROPYTHON_RUNTIMES, SOURCES, device_command, library_path
 
 ROOT = Path(__file__).resolve().parents[1]
 PORTABLE = ROOT / "host_tests" / "portable"
 # The test esp32 module (flash partitions and the bootloader's rollback, file-backed): on every device's path.
 ESP32_SIM = ROOT / "host_tests" / "esp32_sim"
-RUNTIMES = ("cpython", "unix64")
+# CPython through the shim; the PyPI unix port (1.28, 64-bit, library as .mpy); v1.27.0 built as an ESP32 is
+# (32-bit, single floats, library frozen).
+RUNTIMES = ("cpython", *MICROPYTHON_RUNTIMES)
 # A board-sized heap for everything but the 32 KB document scenario.
 DEFAULT_HEAP = "96k"
-# The unix port gets the library as .mpy files, as a board does (compiling the sources on the device costs
-# ~20k of heap more at import); CPython gets the sources.
-MICROPYPATH = ":".join(str(p) for p in (MPY_LIB, PORTABLE, ESP32_SIM)) + ":.frozen"
+# The unix ports get the library as a board does: as .mpy files (compiling the sources on the device costs
+# ~20k of heap more at import) or frozen; CPython gets the sources.
 CPYTHONPATH = ":".join(str(p) for p in (*SOURCES, PORTABLE, ESP32_SIM))
 
 
@@ -29,10 +30,11 @@ def command(runtime: str, script: Path, args: list[str], heapsize: str | None = 
     return device_command(runtime, script, args, heapsize or DEFAULT_HEAP)[0]
 
 
-def environment(extra: dict[str, str] | None = None, runtime: str | None = None) -> dict[str, str]:
-    """The environment of a device process; without a runtime, MICROPYPATH names the sources (both can use them)."""
+def environment(extra: dict[str, str] | None = None, runtime: str = "cpython") -> dict[str, str]:
+    """The environment of a device process: the runtime's library and the portable test scripts on its path."""
     env = dict(os.environ)
-    env["MICROPYPATH"] = MICROPYPATH if runtime != "cpython" else CPYTHONPATH
+    env["MICROPYPATH"] = (CPYTHONPATH if runtime == "cpython"
+                          else "%s:%s:%s" % (library_path(runtime), PORTABLE, ESP32_SIM))
     env.update(extra or {})
     return env
 

@@ -27,6 +27,20 @@ def test_a_32k_cycle_passes_with_room_and_fails_without() -> None:
         assert heap.cycle_passes(service, broker, "naive", 400)
 
 
+def test_the_32_bit_build_runs_the_cycle_frozen_and_as_mpy() -> None:
+    # The hooks the 32-bit figures are measured with: the frozen build and the same build with .mpy files.
+    with Mosquitto() as broker, JobsService(broker.host, broker.port) as service:
+        for runtime in ("esp32like", "esp32like-mpy"):
+            assert heap.cycle_passes(service, broker, "ours", 400, runtime), runtime
+            assert not heap.cycle_passes(service, broker, "ours", 12, runtime), runtime
+
+
+def test_resident_heap_of_the_library_frozen_and_as_mpy() -> None:
+    frozen, mpy = heap.resident("esp32like"), heap.resident("esp32like-mpy")
+    # Frozen, the bytecode stays in the image: what is left on the heap is the modules' objects.
+    assert 0 < frozen["core"] < frozen["whole"] < mpy["core"] < mpy["whole"]
+
+
 def test_an_ota_cycle_passes_with_room_and_fails_without(tmp_path: Any) -> None:
     files = tmp_path / "files"
     with Mosquitto() as broker, JobsService(broker.host, broker.port, http=("127.0.0.1", 0), files=files) as service:

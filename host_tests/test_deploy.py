@@ -19,6 +19,7 @@ from localjobs.broker import Mosquitto
 from localjobs.certs import CertificateFolder
 from localjobs.model import thing_arn
 from localjobs.service import JobsService
+from mpylib import MICROPYTHON_RUNTIMES
 from vboard import VirtualBoard
 
 BIN = Path(__file__).resolve().parents[1] / ".venv" / "bin"
@@ -82,6 +83,44 @@ def test_deploy_then_the_deployed_main_runs_a_job(board: VirtualBoard, tmp_path:
     assert "board: done: 1 job(s)" in output
     history = jobs_service.history(thing_name, "greet-1")
     assert [h["statusDetails"] for h in history][-1] == {"result": "hi"}
+
+
+def test_a_board_with_iotjobs_frozen_in_gets_no_library_and_runs_a_job(
+        tmp_path: Path, mosquitto: Mosquitto, jobs_service: JobsService, thing_name: str,
+        create_job: Callable[..., dict[str, Any]]) -> None:
+    # A copy from before the firmware had it frozen: never imported (.frozen comes first), so it goes.
+    old = tmp_path / "board" / "lib" / "iotjobs"
+    old.mkdir(parents=True)
+    (old / "client.mpy").write_bytes(b"M\x06 from an older deploy")
+    config = write_config(tmp_path, endpoint=mosquitto.host, port=mosquitto.port, thing=thing_name, max_jobs=1)
+    # An ESP32's ~110 KB heap is ~128k of this 32-bit port's (its interpreter state is larger); less than unix64's.
+    with VirtualBoard(tmp_path / "board", heapsize="128k", runtime="esp32like") as board:
+        done = run_deploy("--board", "unix", "--port", board.path, "--config", str(config))
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "iotjobs is frozen into this board's firmware: the library is not copied" in done.stdout
+        # umqtt.simple is frozen too: only the board's module, main.py, board.json and config.json go.
+        expected = len(list(deploy.COMMON.glob("*.py"))) + 3
+        assert "deploy: %d copied" % expected in done.stdout and "1 removed" in done.stdout, done.stdout
+        assert list(old.iterdir()) == [] and not (board.directory / "lib" / "umqtt").exists()
+        runner = subprocess.Popen([str(BIN / "mpremote"), "connect", board.path, "exec", "import main"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            create_job(jobs_service, "greet-frozen", thing_name, {"operation": "greet", "message": "frozen"})
+            jobs_service.wait_until(lambda: jobs_service.status(thing_name, "greet-frozen") == "SUCCEEDED",
+                                    timeout=20)
+            output, _ = runner.communicate(timeout=20)
+        finally:
+            if runner.poll() is None:
+                runner.kill()
+                runner.wait()
+        assert "board: done: 1 job(s)" in output, output
+        again = run_deploy("--board", "unix", "--port", board.path, "--config", str(config))
+        assert "deploy: 0 copied (0 B)" in again.stdout, again.stdout + again.stderr
+
+
+def test_help_says_a_frozen_library_is_not_copied() -> None:
+    done = run_deploy("--help")
+    assert "iotjobs frozen" in " ".join(done.stdout.split()) and "firmware/manifest.py" in done.stdout
 
 
 def test_a_reboot_job_resets_the_virtual_board_and_succeeds_after_it(board: VirtualBoard, tmp_path: Path,
@@ -306,12 +345,13 @@ def test_a_micropython_too_old_for_our_mpy_is_refused(mpy: int, message: str | N
         deploy.check_runtime(found, {"micropython_min": "1.22"}, "/dev/x")
 
 
-def test_the_deployed_board_runs_a_job_over_mutual_tls_from_pem_files(tmp_path: Path,
-                                                                      tls_ca: CertificateFolder) -> None:
+@pytest.mark.parametrize("runtime", MICROPYTHON_RUNTIMES)
+def test_the_deployed_board_runs_a_job_over_mutual_tls_from_pem_files(tmp_path: Path, tls_ca: CertificateFolder,
+                                                                      runtime: str) -> None:
     # The folder `iotjobs-local certs` makes, PEM files as AWS IoT hands them out; the board gets them as DER.
     certs.issue_thing(tls_ca.root, "my-thing")
     with JobsService("127.0.0.1", 0, tls=tls_ca.root) as service, \
-            VirtualBoard(tmp_path / "board", heapsize="160k") as board:
+            VirtualBoard(tmp_path / "board", heapsize="160k", runtime=runtime) as board:
         port = service.mqtts[1]
         config = write_config(tmp_path, endpoint="localhost", port=port, thing="my-thing", max_jobs=1,
                               cert="things/my-thing/cert.pem", key="things/my-thing/key.pem", ca="ca.pem")

@@ -7,7 +7,8 @@ import pytest
 
 from device import PORTABLE, RUNTIMES, run
 
-CASE_FILES = ("protocol_cases.py", "document_cases.py", "session_cases.py", "store_cases.py", "error_cases.py")
+CASE_FILES = ("protocol_cases.py", "document_cases.py", "session_cases.py", "store_cases.py",
+              "board_number_cases.py", "error_cases.py")
 CASES = [(name, case) for name in CASE_FILES
          for case in re.findall(r"^def (case_\w+)", (PORTABLE / name).read_text(), re.M)]
 

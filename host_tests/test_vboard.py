@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from mpylib import MICROPYTHON_RUNTIMES
 from vboard import VirtualBoard
 
 MPREMOTE = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "mpremote"
@@ -22,9 +23,9 @@ def mpremote(board: VirtualBoard, *args: str, timeout: float = 20) -> subprocess
                           timeout=timeout)
 
 
-@pytest.fixture
-def board(tmp_path: Path) -> Iterator[VirtualBoard]:
-    with VirtualBoard(tmp_path / "board", heapsize="128k") as vb:
+@pytest.fixture(params=MICROPYTHON_RUNTIMES)
+def board(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VirtualBoard]:
+    with VirtualBoard(tmp_path / "board", heapsize="128k", runtime=request.param) as vb:
         yield vb
 
 

@@ -1,4 +1,7 @@
-"""iotjobs-deploy: compile the library, convert the certificates and copy what changed onto a board with mpremote."""
+"""iotjobs-deploy: compile the library, convert the certificates and copy what changed onto a board with mpremote.
+
+A board whose firmware has iotjobs frozen in (built with firmware/manifest.py) is asked, and gets no copy of the
+library: only the board's files, the config and the certificates (and umqtt.simple where it has none)."""
 
 from __future__ import annotations
 
@@ -36,9 +39,18 @@ THING_NAME = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
 # Written on the board by config jobs and overlaid on config.json there: deploy never copies or removes it.
 SETTINGS = "settings.json"
 
-# Runs on the board: its version, whether it has umqtt.simple, and the SHA-256 of each file we may write.
+# Runs on the board: its version, whether it has umqtt.simple, whether iotjobs is frozen into its firmware, and
+# the SHA-256 of each file we may write. Only .frozen is searched for iotjobs: a copy in /lib does not count.
 PROBE = """
 import sys, os, gc, json, hashlib, binascii
+_p = sys.path[:]
+sys.path[:] = ['.frozen']
+try:
+    import iotjobs
+    _f = True
+except ImportError:
+    _f = False
+sys.path[:] = _p
 def _h(p):
     try:
         f = open(p, 'rb')
@@ -70,7 +82,7 @@ except Exception:
     _s = []
 gc.collect()
 print(%(mark)r + json.dumps({'version': list(sys.implementation.version[:3]),
-    'mpy': getattr(sys.implementation, '_mpy', 0), 'platform': sys.platform, 'umqtt': _u,
+    'mpy': getattr(sys.implementation, '_mpy', 0), 'platform': sys.platform, 'umqtt': _u, 'frozen': _f,
     'heap': gc.mem_free() + gc.mem_alloc(), 'lib': _l, 'settings': _s, 'hashes': [_h(p) for p in %(paths)r]}))
 """
 
@@ -347,8 +359,8 @@ def deploy(args: argparse.Namespace) -> int:
         check_config(config, board, certs)
     items, umqtt = stage(args.board, board, config, certs)
     if args.dry_run:
-        print("deploy: plan for %s (dry run: nothing sent; umqtt.simple is added only if the board lacks it)"
-              % args.board)
+        print("deploy: plan for %s (dry run: nothing sent; umqtt.simple is added only if the board lacks it, and "
+              "lib/iotjobs/ is left out if the board has iotjobs frozen in)" % args.board)
         print_plan(items + [umqtt])
         return 0
     if args.port is None:
@@ -362,10 +374,16 @@ def deploy(args: argparse.Namespace) -> int:
     check_runtime(found, board, args.port)
     print("deploy: %s: MicroPython %s (%s), heap %d KB"
           % (args.port, ".".join(str(n) for n in found["version"]), found["platform"], found["heap"] // 1024))
+    if found.get("frozen"):
+        # Frozen modules come before /lib on a board's sys.path: a copy there would never be imported.
+        items = [i for i in items if not i.target.startswith("lib/iotjobs/")]
+        print("deploy: iotjobs is frozen into this board's firmware: the library is not copied (to change it, "
+              "rebuild the firmware with firmware/manifest.py)")
     # umqtt.simple is frozen into ESP32 firmware; install ours only where the board has none (or has ours).
     if found["umqtt"] is None or "lib/umqtt/" in found["umqtt"]:
         items.append(umqtt)
-    # A leftover .py (from mip or a manual copy) would be imported instead of our .mpy.
+    # A leftover .py (from mip or a manual copy) would be imported instead of our .mpy; with the library frozen,
+    # every file in lib/iotjobs/ is a leftover.
     wanted = {i.target for i in items}
     remove = ["lib/iotjobs/" + name for name in found["lib"] if "lib/iotjobs/" + name not in wanted]
     changed = [i for i in items if found["hashes"].get(i.target) != i.sha256]

@@ -1,7 +1,17 @@
 #!/usr/bin/env bash
 # Idempotent host set-up: .venv with the pinned tools, mosquitto, umqtt.simple, the aws CLI and the MicroPython stubs.
+# With --esp32like, also the esp32like runtime (tools/esp32like.py: MicroPython v1.27.0 built from source,
+# 32-bit, which needs gcc-multilib), which the tests and benchmarks run on; built once, then cached.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+esp32like=0
+for arg in "$@"; do
+    case "$arg" in
+        --esp32like) esp32like=1 ;;
+        *) echo "usage: setup.sh [--esp32like]" >&2; exit 2 ;;
+    esac
+done
 
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
@@ -20,6 +30,13 @@ missing=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+if [ "$esp32like" = 1 ]; then
+    # The 32-bit build: make, gcc, and gcc -m32's headers and libraries (Debian's gcc-multilib).
+    command -v make >/dev/null 2>&1 || missing+=(make)
+    if ! printf 'int main(void) { return 0; }\n' | gcc -m32 -x c - -o /dev/null >/dev/null 2>&1; then
+        missing+=(gcc-multilib)
+    fi
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq
@@ -48,4 +65,8 @@ if [ ! -f "build/typings/.$stubs" ]; then
     rm -rf build/typings
     .venv/bin/pip install --quiet --disable-pip-version-check --target build/typings "$stubs"
     touch "build/typings/.$stubs"
+fi
+
+if [ "$esp32like" = 1 ]; then
+    .venv/bin/python tools/esp32like.py
 fi

@@ -1,10 +1,15 @@
-"""A virtual serial board: the MicroPython unix port behind a pseudo-terminal that mpremote can drive."""
+"""A virtual serial board: a MicroPython unix port behind a pseudo-terminal that mpremote can drive.
+
+--runtime unix64 (default) is the PyPI port, 64-bit; esp32like is v1.27.0 built as an ESP32 is (32-bit, single
+floats) with iotjobs and umqtt.simple frozen into it, as in a customer's firmware built with firmware/manifest.py.
+"""
 
 from __future__ import annotations
 
 import argparse
 import errno
 import os
+import platform
 import pty
 import select
 import shutil
@@ -15,6 +20,9 @@ import tempfile
 import time
 import tty
 from pathlib import Path
+
+from esp32like import BuildError
+from mpylib import MICROPYTHON_RUNTIMES, micropython_binary
 
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 FRIENDLY_BANNER = b'Type "help()" for more information.'
@@ -36,6 +44,10 @@ from umachine import *
 def reset():
     sys.exit(%d)
 """ % RESET_EXIT_CODE
+# While input waits for the child's REPL to read again, how often to look whether it does.
+SETTLE_S = 0.005
+# The read() system call's number on this machine, 64-bit and 32-bit: a child blocked in read(0, ...) waits for input.
+READ_SYSCALLS = {"x86_64": ("0", "3"), "aarch64": ("63", "3")}.get(platform.machine(), ())
 
 
 class Child:
@@ -91,6 +103,16 @@ class Child:
         caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
         return bool(int(caught.split()[1], 16) & (1 << (signal.SIGINT - 1)))
 
+    def reading(self) -> bool:
+        """True while the child is blocked reading its terminal (with no way to tell here: while no code runs)."""
+        if not READ_SYSCALLS:
+            return not self.executing()
+        try:
+            fields = Path("/proc/%d/syscall" % self.pid).read_text().split()
+        except OSError:
+            return False
+        return len(fields) > 1 and fields[0] in READ_SYSCALLS and fields[1] == "0x0"
+
     def interrupt(self) -> None:
         os.kill(self.pid, signal.SIGINT)
 
@@ -126,6 +148,8 @@ class Board:
         self.eof_at_repl = False
         self.sampled = 0.0
         self.listener = True
+        # Input that came while code ran, for the child once it reads again (see serve()).
+        self.held = b""
         self.child = self.start(boot=True)
 
     @property
@@ -181,7 +205,9 @@ class Board:
 
     def serve(self) -> None:
         while True:
-            ready = select.select([self.master, self.child.fd], [], [], SAMPLE_S)[0]
+            ready = select.select([self.master, self.child.fd], [], [], SETTLE_S if self.held else SAMPLE_S)[0]
+            if self.held and self.child.reading():
+                self.release()
             now = time.monotonic()
             if now - self.sampled >= SAMPLE_S:
                 if self.child.executing():
@@ -204,13 +230,29 @@ class Board:
                 executing = self.child.executing()
                 if b"\x03" in data and executing:
                     self.child.interrupt()
+                    data = data.replace(b"\x03", b"")  # taken by the interrupt, as a board's UART takes it
                 if b"\x04" in data and not executing:
                     self.eof_at_repl = True
-                try:
-                    self.child.write(data)
-                except OSError as e:
-                    if e.errno != errno.EIO:
-                        raise
+                # The unix port flushes its terminal's input each time it goes back to its REPL, which a board's
+                # UART never does: what comes while code runs is held until the child reads again.
+                if executing or self.held:
+                    self.held += data
+                else:
+                    self.deliver(data)
+
+    def release(self) -> None:
+        """Give held input to the child, which is reading: to a running program all of it; to the REPL a byte at a
+        time, since one byte (Ctrl-B, Ctrl-D) can send it to another REPL that flushes what follows."""
+        count = len(self.held) if self.child.executing() else 1
+        self.deliver(self.held[:count])
+        self.held = self.held[count:]
+
+    def deliver(self, data: bytes) -> None:
+        try:
+            self.child.write(data)
+        except OSError as e:
+            if e.errno != errno.EIO:
+                raise
 
     def close(self) -> None:
         self.child.kill()
@@ -222,16 +264,17 @@ class Board:
 class VirtualBoard:
     """`iotjobs-vboard` as a child process, for tests and tools: `with VirtualBoard(dir) as vb: vb.path`."""
 
-    def __init__(self, directory: Path, heapsize: str = "256k") -> None:
+    def __init__(self, directory: Path, heapsize: str = "256k", runtime: str = "unix64") -> None:
         self.directory = directory
         self.heapsize = heapsize
+        self.runtime = runtime
         self.process: subprocess.Popen[str] | None = None
         self.path = ""
 
     def start(self, timeout: float = 15.0) -> VirtualBoard:
         script = Path(sys.executable).parent / "iotjobs-vboard"
         self.process = subprocess.Popen(
-            [str(script), "--dir", str(self.directory), "--heapsize", self.heapsize],
+            [str(script), "--dir", str(self.directory), "--heapsize", self.heapsize, "--runtime", self.runtime],
             stdout=subprocess.PIPE, text=True,
         )
         assert self.process.stdout is not None
@@ -259,10 +302,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="iotjobs-vboard", description=__doc__)
     parser.add_argument("--heapsize", default="256k", help="the unix port's GC heap, e.g. 96k (default 256k)")
     parser.add_argument("--dir", type=Path, default=Path.cwd(), help="the board's filesystem (default: here)")
+    parser.add_argument("--runtime", choices=MICROPYTHON_RUNTIMES, default="unix64",
+                        help="unix64: the PyPI unix port, 64-bit (default); esp32like: v1.27.0, 32-bit, single floats, "
+                        "iotjobs and umqtt.simple frozen in (built from source on first use, ~1 min)")
     args = parser.parse_args(argv)
     directory = args.dir.resolve()
     directory.mkdir(parents=True, exist_ok=True)
-    micropython = Path(sys.executable).parent / "micropython"
+    try:
+        micropython = micropython_binary(args.runtime)
+    except BuildError as e:
+        print("iotjobs-vboard: %s" % e, file=sys.stderr)
+        return 1
     if not micropython.exists():
         print("iotjobs-vboard: %s is missing; run: bash tools/setup.sh" % micropython, file=sys.stderr)
         return 1

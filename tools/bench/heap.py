@@ -36,12 +36,13 @@ def smallest(passes: Callable[[int], bool], low: int, high: int) -> int:
     return high
 
 
-def cycle_passes(service: JobsService, broker: Mosquitto, client: str, kilobytes: int) -> bool:
-    """One fresh thing and a 32 KB job; True when the device ends with the execution SUCCEEDED."""
+def cycle_passes(service: JobsService, broker: Mosquitto, client: str, kilobytes: int,
+                 runtime: str = "unix64") -> bool:
+    """One fresh thing and a 32 KB job on runtime; True when the device ends with the execution SUCCEEDED."""
     thing = "heap-%s-%d" % (client, next(_things))
     service.create_thing(thing)
     service.create_job(thing + "-job", [thing_arn(thing)], LARGE_DOC)
-    ok, results, _ = run_device("unix64", SCRIPTS[client], [broker.host, str(broker.port), thing],
+    ok, results, _ = run_device(runtime, SCRIPTS[client], [broker.host, str(broker.port), thing],
                                 "%dk" % kilobytes, timeout=30)
     done = service.status(thing, thing + "-job") == "SUCCEEDED"
     return ok and done and results.get("operation") == "config"
@@ -58,6 +59,18 @@ def import_cost() -> dict[str, dict[str, int]]:
             raise RuntimeError("import measurement failed:\n" + output)
         costs[form] = results["import"]
     return costs
+
+
+def resident(runtime: str) -> dict[str, int]:
+    """Bytes the library keeps on the heap once imported: {"core": import iotjobs, "whole": every module}.
+
+    runtime: a device_command runtime; "esp32like" (frozen) against "esp32like-mpy" (.mpy files) on the 32-bit build.
+    """
+    ok, results, output = run_device(runtime, "dev_resident.py", [], "512k")
+    if not ok:
+        raise RuntimeError("resident measurement failed on %s:\n%s" % (runtime, output))
+    figures: dict[str, int] = results["resident"]
+    return figures
 
 
 def per_call(service: JobsService, broker: Mosquitto, repeats: int) -> dict[str, dict[str, int]]:

@@ -20,7 +20,7 @@ from faultproxy import FaultProxy
 from localjobs.broker import Mosquitto
 from localjobs.model import thing_arn
 from localjobs.service import JobsService
-from mpylib import ROOT, device_command
+from mpylib import MICROPYTHON_RUNTIMES, ROOT, device_command
 
 from .ota import (
     PARTITIONS,
@@ -206,10 +206,15 @@ class Device:
             return not self.cutting and process.poll() is not None and process.returncode != RESET_EXIT_CODE
 
     def wait_end(self, timeout: float) -> bool:
-        """Wait for the device to end otherwise than by a reset (after which it starts again)."""
+        """Wait for the device to end otherwise than by a reset (after which it restarts), and for its last lines."""
         with self.changed:
-            return self.changed.wait_for(
+            ended = self.changed.wait_for(
                 lambda: self.process.poll() is not None and self.process.returncode != RESET_EXIT_CODE, timeout)
+            reader = self.reader
+        # The process can be seen ended before its reader has taken what it printed last (DONE).
+        if ended and reader is not None:
+            reader.join(timeout)
+        return ended
 
 
 def unfinished_writes(flash: Path) -> dict[str, bytes]:
@@ -495,7 +500,9 @@ def _soak(jobs: int, runtime: str, seed: int, deadline_s: float, every: tuple[fl
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="iotjobs-soak", description=__doc__)
     parser.add_argument("--jobs", type=int, default=20, help="jobs to run (default 20)")
-    parser.add_argument("--runtime", choices=("unix64", "cpython"), default="unix64")
+    parser.add_argument("--runtime", choices=(*MICROPYTHON_RUNTIMES, "cpython"), default="unix64",
+                        help="unix64: the PyPI unix port (.mpy); esp32like: v1.27.0, 32-bit, single floats, library "
+                        "frozen (built from source by tools/setup.sh --esp32like); cpython: the shim (default unix64)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the random plan and faults")
     parser.add_argument("--fault-every", type=float, nargs=2, default=(0.2, 1.0), metavar=("MIN_S", "MAX_S"),
                         help="seconds between faults, drawn uniformly (default 0.2 1.0)")

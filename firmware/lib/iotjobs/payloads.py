@@ -177,10 +177,11 @@ def update(
 
 
 def epoch_seconds(timestamp):
-    """Seconds since the epoch from a Jobs timestamp, which the spec gives in seconds or milliseconds."""
+    """Whole seconds since the epoch (an int) from a Jobs timestamp, which the spec gives in seconds or milliseconds."""
     if timestamp is None:
         return None
     # 1e11 seconds is the year 5138; 1e11 milliseconds is 1973: the two ranges cannot be confused.
+    # int() first: an int past 2**30 (a long int on a 32-bit board) divides exactly, and a float gives an int.
     if timestamp >= 100000000000:
-        return timestamp // 1000
+        return int(timestamp) // 1000
     return int(timestamp)

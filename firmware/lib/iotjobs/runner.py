@@ -24,6 +24,7 @@ _GONE = ("InvalidStateTransition", "ResourceNotFound", "TerminalStateReached")
 _LATER = (RequestTimeout, OSError)
 _BUSY = ("InternalError", "RequestThrottled", "OutboxFull")
 RETRY_MS = const(5000)  # after a failed call, the next try (at most describe_every_ms)
+_COUNTED_MS = const(1 << 20)  # ~17 minutes: far inside what ticks_diff spans on any port
 
 
 class Canceled(Exception):
@@ -203,7 +204,7 @@ class Runner:
         self.jc.poll()
         start = self._start
         if not start:
-            if time.ticks_diff(time.ticks_ms(), self._last_check) < self._wait_ms:
+            if not self._due():
                 return None
             self._checked(self.describe_every_ms)
             # The fallback for a lost notify-next: a cheap look without the document, then start_next only if needed.
@@ -240,6 +241,18 @@ class Runner:
             self._start = False
             self._checked(RETRY_MS)
         return outcome
+
+    def _due(self):
+        now = time.ticks_ms()
+        elapsed = time.ticks_diff(now, self._last_check)
+        if elapsed >= self._wait_ms:
+            return True
+        # ticks_diff spans half the ticks period, 2**29 ms (6.2 days) on a 32-bit board, so a longer wait (a
+        # weekly describe) would never come due: what has passed is taken off the wait now and then instead.
+        if elapsed >= _COUNTED_MS:
+            self._last_check = now
+            self._wait_ms -= elapsed
+        return False
 
     def _checked(self, wait_ms):
         self._last_check = time.ticks_ms()
