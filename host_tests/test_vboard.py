@@ -99,10 +99,12 @@ def read_until(fd: int, marker: bytes, timeout: float = 15) -> bytes:
     return data
 
 
-def test_ctrl_d_at_the_friendly_repl_soft_resets_and_runs_main_py_as_an_esp32_does(tmp_path: Path) -> None:
+@pytest.mark.parametrize("runtime", MICROPYTHON_RUNTIMES)
+def test_ctrl_d_at_the_friendly_repl_soft_resets_and_runs_main_py_as_an_esp32_does(runtime: str,
+                                                                                    tmp_path: Path) -> None:
     directory = tmp_path / "board"
     main_py_counts_boots(directory)
-    with VirtualBoard(directory, heapsize="128k") as vb:
+    with VirtualBoard(directory, heapsize="128k", runtime=runtime) as vb:
         # The board keeps its pty raw; setting it again here would flush what power-on already printed.
         fd = os.open(vb.path, os.O_RDWR | os.O_NOCTTY)
         try:
@@ -117,10 +119,11 @@ def test_ctrl_d_at_the_friendly_repl_soft_resets_and_runs_main_py_as_an_esp32_do
         assert boots(directory) == ["boot1", "boot2"]
 
 
-def test_mpremote_reset_restarts_the_board_and_runs_main_py(tmp_path: Path) -> None:
+@pytest.mark.parametrize("runtime", MICROPYTHON_RUNTIMES)
+def test_mpremote_reset_restarts_the_board_and_runs_main_py(runtime: str, tmp_path: Path) -> None:
     directory = tmp_path / "board"
     main_py_counts_boots(directory)
-    with VirtualBoard(directory, heapsize="128k") as vb:
+    with VirtualBoard(directory, heapsize="128k", runtime=runtime) as vb:
         done = mpremote(vb, "reset")
         assert done.returncode == 0, done.stderr
         # mpremote does not wait for the board: the next session finds it restarted, main.py run a second time.
