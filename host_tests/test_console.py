@@ -30,7 +30,7 @@ from localjobs.service import JobsService
 
 ARN = "arn:aws:iot:us-east-1:123456789012:"
 SCRIPT = PORTABLE / "runner_scenarios.py"
-HEAP = "112k"  # test_runner's board-sized heap for the runner scenarios
+HEAP = "120k"  # test_runner's board-sized heap for the runner scenarios
 # The console shows what a board does; a board is a MicroPython port, whichever the suite has.
 BOARDS = [r for r in RUNTIMES if r != "cpython"]
 SCREENSHOT = ROOT / "build" / "console" / "job-page.png"

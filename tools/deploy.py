@@ -76,8 +76,8 @@ try:
 except OSError:
     _l = []
 try:
-    with open(%(settings)r) as _f:
-        _s = sorted(json.load(_f))
+    with open(%(settings)r) as _sf:
+        _s = sorted(json.load(_sf))
 except Exception:
     _s = []
 gc.collect()
