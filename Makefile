@@ -2,10 +2,13 @@
 SHELL := /bin/bash
 VENV := .venv/bin
 
-.PHONY: setup esp32like demo test lint typecheck clean bench
+.PHONY: setup esp32like demo test lint typecheck clean bench awscli
 
 setup:
 	@bash tools/setup.sh 2> >(grep -v "^WARNING: Location" >&2)
+
+# The aws CLI in a venv of its own (build/awscli; it pins its own botocore), linked as .venv/bin/aws.
+awscli: setup
 
 # The set-up and the esp32like runtime: MicroPython v1.27.0 built from source as an ESP32 is (32-bit, single
 # floats, the library frozen), cached under build/esp32like. The tests and benchmarks run on it; the demo does not.

@@ -30,7 +30,7 @@ from localjobs.service import JobsService
 
 ARN = "arn:aws:iot:us-east-1:123456789012:"
 SCRIPT = PORTABLE / "runner_scenarios.py"
-HEAP = "112k"  # test_runner's board-sized heap for the runner scenarios
+HEAP = "120k"  # test_runner's board-sized heap for the runner scenarios
 # The console shows what a board does; a board is a MicroPython port, whichever the suite has.
 BOARDS = [r for r in RUNTIMES if r != "cpython"]
 SCREENSHOT = ROOT / "build" / "console" / "job-page.png"
@@ -460,7 +460,8 @@ def test_a_document_picked_from_the_files_folder(jobs_http: JobsService, page: P
 
 def test_serve_prints_the_console_and_the_terminal_commands_read_it(mosquitto: Any, tmp_path: Path) -> None:
     process = subprocess.Popen(
-        [str(CLI), "serve", "--broker", f"{mosquitto.host}:{mosquitto.port}", "--db", ":memory:"],
+        [str(CLI), "serve", "--broker", f"{mosquitto.host}:{mosquitto.port}", "--http", "127.0.0.1:0",
+         "--db", ":memory:"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None

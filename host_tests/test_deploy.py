@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -177,7 +178,7 @@ def test_a_corrupted_or_missing_file_is_replaced_and_a_stray_source_removed(boar
 
 
 def test_dry_run_prints_the_plan_and_touches_nothing(board: VirtualBoard, tmp_path: Path) -> None:
-    config = write_config(tmp_path, endpoint="127.0.0.1", port=1883, thing="t")
+    config = write_config(tmp_path, endpoint="127.0.0.1", port=1883, thing="t", wifi={"ssid": "lab", "password": "x"})
     done = run_deploy("--board", "esp32", "--port", board.path, "--config", str(config), "--dry-run")
     assert done.returncode == 0, done.stdout + done.stderr
     staged = deploy.STAGING / "esp32" / "lib" / "iotjobs" / "runner.mpy"
@@ -189,7 +190,7 @@ def test_dry_run_prints_the_plan_and_touches_nothing(board: VirtualBoard, tmp_pa
 
 
 def test_esp32_library_is_compiled_for_its_architecture() -> None:
-    done = run_deploy("--board", "esp32c3", "--dry-run")
+    done = run_deploy("--board", "esp32c3", "--no-config", "--dry-run")
     assert done.returncode == 0, done.stdout + done.stderr
     header = (deploy.STAGING / "esp32c3" / "lib" / "iotjobs" / "client.mpy").read_bytes()[:4]
     assert header[:2] == b"M\x06"
@@ -219,14 +220,14 @@ def test_umqtt_is_left_alone_when_the_board_has_one(board: VirtualBoard, tmp_pat
     # Outside lib/umqtt/ it stands for the copy frozen into ESP32 firmware.
     (board.directory / "umqtt").mkdir()
     (board.directory / "umqtt" / "simple.py").write_bytes(deploy.UMQTT.read_bytes())
-    done = run_deploy("--board", "unix", "--port", board.path)
+    done = run_deploy("--board", "unix", "--port", board.path, "--no-config")
     assert done.returncode == 0, done.stdout + done.stderr
     assert not (board.directory / "lib" / "umqtt").exists()
-    assert "no config.json" in done.stdout
+    assert not (board.directory / "config.json").exists()
 
 
 def test_a_missing_port_is_a_clear_error() -> None:
-    done = run_deploy("--board", "esp32", "--port", "/dev/ttyUSB-none")
+    done = run_deploy("--board", "esp32", "--no-config", "--port", "/dev/ttyUSB-none")
     assert done.returncode == 2
     assert "no serial port /dev/ttyUSB-none" in done.stderr
 
@@ -234,7 +235,7 @@ def test_a_missing_port_is_a_clear_error() -> None:
 def test_a_board_that_does_not_answer_is_a_clear_error() -> None:
     master, slave = os.openpty()
     try:
-        done = run_deploy("--board", "esp32", "--port", os.ttyname(slave), "--timeout", "2")
+        done = run_deploy("--board", "esp32", "--no-config", "--port", os.ttyname(slave), "--timeout", "2")
     finally:
         os.close(master)
         os.close(slave)
@@ -247,6 +248,90 @@ def test_unknown_board_and_missing_config_are_clear_errors(tmp_path: Path) -> No
     assert done.returncode == 2 and "unknown board 'esp8266'" in done.stderr and "esp32c3" in done.stderr
     done = run_deploy("--board", "esp32", "--config", str(tmp_path / "nope.json"), "--dry-run")
     assert done.returncode == 2 and "does not exist" in done.stderr
+
+
+def test_a_config_that_is_not_json_is_one_line_with_its_line_and_column(board: VirtualBoard, tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text('{"endpoint": "127.0.0.1",\n "thing": }\n')
+    done = run_deploy("--board", "unix", "--port", board.path, "--config", str(config))
+    assert done.returncode == 2
+    assert done.stderr == "iotjobs-deploy: %s:2:11: not JSON: Expecting value\n" % config
+    assert files(board.directory) == {}
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"endpoint": "127.0.0.1", "thing": "my thing"}, '"thing" must be a thing name'),
+    ({"endpoint": "https://x-ats.iot.eu-west-1.amazonaws.com", "thing": "t"}, '"endpoint" must be the broker'),
+    ({"endpoint": "127.0.0.1:1883", "thing": "t"}, "without scheme or port"),
+    ({"endpoint": "127.0.0.1", "port": "1883", "thing": "t"}, '"port" must be a number 1-65535'),
+    ({"thing": "t"}, '"endpoint" must be'),
+    ({"endpoint": "h", "thing": "t", "cert": "c.pem"}, '"cert", "key" and "ca" go together'),
+    ({"endpoint": "h", "thing": "t", "cert": "c.pem", "key": "k.pem", "ca": "ca.pem"}, "c.pem, which does not exist"),
+], ids=["thing", "scheme", "port-in-endpoint", "port", "no-endpoint", "cert-alone", "missing-cert"])
+def test_a_config_is_checked_before_anything_is_copied(board: VirtualBoard, tmp_path: Path, settings: dict[str, Any],
+                                                        message: str) -> None:
+    done = run_deploy("--board", "unix", "--port", board.path, "--config", str(write_config(tmp_path, **settings)))
+    assert done.returncode == 2 and message in done.stderr, done.stdout + done.stderr
+    assert len(done.stderr.splitlines()) == 1 and "deploy:" not in done.stdout
+    assert files(board.directory) == {}
+
+
+def test_an_esp32_config_needs_wifi(tmp_path: Path) -> None:
+    config = write_config(tmp_path, endpoint="h", thing="t")
+    done = run_deploy("--board", "esp32s3", "--config", str(config), "--dry-run")
+    assert done.returncode == 2 and '"wifi" must be {"ssid": ..., "password": ...}' in done.stderr
+
+
+def test_a_missing_default_config_is_an_error_unless_no_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # A boards/ without config.json (the real one may have a user's own).
+    boards = tmp_path / "boards"
+    shutil.copytree(deploy.BOARDS / "unix", boards / "unix", ignore=shutil.ignore_patterns("config.json", "certs"))
+    monkeypatch.setattr(deploy, "BOARDS", boards)
+    assert deploy.main(["--board", "unix", "--dry-run"]) == 2
+    error = capsys.readouterr().err
+    assert "config file %s does not exist" % (boards / "unix" / "config.json") in error and "--no-config" in error
+    assert deploy.main(["--board", "unix", "--dry-run", "--no-config"]) == 0
+    plan = capsys.readouterr().out
+    assert "main.py" in plan and "config.json" not in plan
+
+
+def test_a_board_of_another_platform_is_refused_unless_forced(board: VirtualBoard, tmp_path: Path) -> None:
+    config = write_config(tmp_path, endpoint="h", thing="t", wifi={"ssid": "lab", "password": "x"})
+    done = run_deploy("--board", "esp32", "--port", board.path, "--config", str(config))
+    assert done.returncode == 2
+    assert "says it is 'linux', but --board esp32 is for 'esp32' boards" in done.stderr and "--force" in done.stderr
+    assert files(board.directory) == {}
+    forced = run_deploy("--board", "esp32", "--port", board.path, "--config", str(config), "--force")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert json.loads((board.directory / "board.json").read_text())["platform"] == "esp32"
+
+
+def test_a_config_job_then_a_redeploy_keeps_both(board: VirtualBoard, tmp_path: Path, mosquitto: Mosquitto,
+                                                 jobs_service: JobsService, thing_name: str,
+                                                 create_job: Callable[..., dict[str, Any]]) -> None:
+    config = write_config(tmp_path, endpoint=mosquitto.host, port=mosquitto.port, thing=thing_name, max_jobs=1,
+                          describe_every_ms=60000)
+    assert run_deploy("--board", "unix", "--port", board.path, "--config", str(config)).returncode == 0
+    create_job(jobs_service, "config-1", thing_name,
+               {"operation": "config", "settings": {"describe_every_ms": 30000, "site": "lab-2"}})
+    ran = mpremote(board, "exec", "import main")
+    assert "board: done: 1 job(s)" in ran.stdout, ran.stdout + ran.stderr
+    settings = json.loads((board.directory / "settings.json").read_text())
+    assert settings == {"describe_every_ms": 30000, "site": "lab-2"}
+
+    # The user changes config.json and deploys again: theirs replaces the old one, the job's settings stay.
+    config = write_config(tmp_path, endpoint=mosquitto.host, port=mosquitto.port, thing=thing_name, max_jobs=2,
+                          describe_every_ms=45000)
+    again = run_deploy("--board", "unix", "--port", board.path, "--config", str(config))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "settings.json (from config jobs) stays" in again.stdout and "describe_every_ms, site" in again.stdout
+    assert json.loads((board.directory / "settings.json").read_text()) == settings
+    assert json.loads((board.directory / "config.json").read_text())["max_jobs"] == 2
+    # What the board runs with: the deploy's config, the job's settings laid over it.
+    seen = mpremote(board, "exec", "import iotboard, json; print(json.dumps(iotboard.load_config('')))")
+    effective = json.loads(seen.stdout)
+    assert effective["max_jobs"] == 2 and effective["describe_every_ms"] == 30000 and effective["site"] == "lab-2"
 
 
 @pytest.mark.parametrize("mpy, message", [(5, "loads .mpy v5, but this mpy-cross emits v6"),

@@ -679,10 +679,12 @@ def test_mosquitto_tls_listener_requires_a_client_certificate(tls_ca: Certificat
 
 
 def start_cli(*args: str) -> tuple[subprocess.Popen[str], str]:
-    # Never the default database in the user's home: each test starts from nothing.
+    # Never the default database in the user's home: each test starts from nothing. Nor the default ports, which
+    # a running service may hold: free ones.
     db = () if "--db" in args else ("--db", ":memory:")
+    ports = ("--http", "127.0.0.1:0") + (() if "--broker" in args else ("--mqtt", "127.0.0.1:0"))
     process = subprocess.Popen(
-        [str(CLI), "serve", *db, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [str(CLI), "serve", *db, *ports, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     assert process.stdout is not None
     line = process.stdout.readline().strip()
@@ -741,6 +743,10 @@ def test_cli_reports_an_unreachable_broker() -> None:
     with Mosquitto() as broker:
         address = broker.address
     done = subprocess.run(
-        [str(CLI), "serve", "--db", ":memory:", "--broker", address], capture_output=True, text=True, timeout=30
+        [str(CLI), "serve", "--db", ":memory:", "--http", "127.0.0.1:0", "--broker", address], capture_output=True,
+        text=True, timeout=30
     )
-    assert done.returncode == 1 and "iotjobs-local:" in done.stderr and done.stdout == ""
+    assert done.returncode == 1 and done.stdout == ""
+    # One line: which address, and what --broker means.
+    assert done.stderr.startswith("iotjobs-local: no MQTT broker answers at %s " % address), done.stderr
+    assert "already running" in done.stderr and len(done.stderr.splitlines()) == 1

@@ -27,7 +27,8 @@ class Served:
 
     def __init__(self, broker: Mosquitto, db: Path, *extra: str) -> None:
         self.process = subprocess.Popen(
-            [str(CLI), "serve", "--broker", broker.address, "--db", str(db), *extra],
+            [str(CLI), "serve", "--broker", broker.address, "--http", "127.0.0.1:0", "--quiet", "--db", str(db),
+             *extra],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

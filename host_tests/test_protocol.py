@@ -1,5 +1,5 @@
-"""Unit cases of the protocol core, the large-message reader, the receive path, the flash store and the HTTPS
-client's pure parts, on every runtime."""
+"""Unit cases of the protocol core, large messages, the receive path, the flash store, the errors users meet and
+the HTTPS client's pure parts."""
 
 import re
 from functools import cache
@@ -9,7 +9,7 @@ import pytest
 from device import PORTABLE, RUNTIMES, run
 
 CASE_FILES = ("protocol_cases.py", "document_cases.py", "session_cases.py", "store_cases.py",
-              "board_number_cases.py", "https_cases.py")
+              "board_number_cases.py", "error_cases.py", "https_cases.py")
 CASES = [(name, case) for name in CASE_FILES
          for case in re.findall(r"^def (case_\w+)", (PORTABLE / name).read_text(), re.M)]
 

@@ -460,7 +460,8 @@ def test_serve_tls_refuses_a_broker_of_its_own_and_a_folder_without_a_ca(tls_ca,
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 1 and "leave out --broker" in done.stderr
     done = subprocess.run([CLI, "serve", "--db", ":memory:", "--tls", tmp_path, "--mqtts", "127.0.0.1:0",
-                           "--https", "127.0.0.1:0"], capture_output=True, text=True, timeout=30)
+                           "--https", "127.0.0.1:0", "--http", "127.0.0.1:0"], capture_output=True, text=True,
+                          timeout=30)
     assert done.returncode == 1 and "is not a CA folder" in done.stderr
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import select
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,3 +76,60 @@ def test_power_on_and_a_program_exit_run_main_py_but_a_soft_reset_does_not(tmp_p
         mpremote(vb, "exec", "import sys; import time; time.sleep_ms(300); sys.exit()")
         done = mpremote(vb, "resume", "exec", "import os; print(sorted(os.listdir()))")
         assert done.stdout.strip() == "['boot1', 'boot2', 'main.py']", done.stdout + done.stderr
+
+
+def main_py_counts_boots(directory: Path) -> None:
+    directory.mkdir()
+    (directory / "main.py").write_text("import os\nn = len(os.listdir())\nopen('boot%d' % n, 'w').close()\n"
+                                       "print('main.py ran', n)\n")
+
+
+def boots(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith("boot"))
+
+
+def read_until(fd: int, marker: bytes, timeout: float = 15) -> bytes:
+    data = b""
+    deadline = time.monotonic() + timeout
+    while marker not in data:
+        left = deadline - time.monotonic()
+        assert left > 0, "no %r in %r" % (marker, data)
+        if select.select([fd], [], [], left)[0]:
+            data += os.read(fd, 4096)
+    return data
+
+
+@pytest.mark.parametrize("runtime", MICROPYTHON_RUNTIMES)
+def test_ctrl_d_at_the_friendly_repl_soft_resets_and_runs_main_py_as_an_esp32_does(runtime: str,
+                                                                                    tmp_path: Path) -> None:
+    directory = tmp_path / "board"
+    main_py_counts_boots(directory)
+    with VirtualBoard(directory, heapsize="128k", runtime=runtime) as vb:
+        # The board keeps its pty raw; setting it again here would flush what power-on already printed.
+        fd = os.open(vb.path, os.O_RDWR | os.O_NOCTTY)
+        try:
+            read_until(fd, b"main.py ran 1")  # power-on
+            os.write(fd, b"\r")
+            read_until(fd, b">>> ")
+            os.write(fd, b"\x04")  # what a user types at the REPL to soft-reset
+            after = read_until(fd, b"main.py ran 2")
+        finally:
+            os.close(fd)
+        assert b"soft reboot" in after
+        assert boots(directory) == ["boot1", "boot2"]
+
+
+@pytest.mark.parametrize("runtime", MICROPYTHON_RUNTIMES)
+def test_mpremote_reset_restarts_the_board_and_runs_main_py(runtime: str, tmp_path: Path) -> None:
+    directory = tmp_path / "board"
+    main_py_counts_boots(directory)
+    with VirtualBoard(directory, heapsize="128k", runtime=runtime) as vb:
+        done = mpremote(vb, "reset")
+        assert done.returncode == 0, done.stderr
+        # mpremote does not wait for the board: the next session finds it restarted, main.py run a second time.
+        deadline = time.monotonic() + 15
+        while len(boots(directory)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert boots(directory) == ["boot1", "boot2"]
+        again = mpremote(vb, "exec", "import machine; print(callable(machine.reset), machine.Signal is not None)")
+        assert again.stdout.split() == ["True", "True"], again.stdout + again.stderr

@@ -35,6 +35,10 @@ MPY_MAJOR = 6
 CERT_TARGETS = {"cert": "certs/cert.der", "key": "certs/key.der", "ca": "certs/ca.der"}
 TRANSPORTS = ("mqtt", "https")
 MARK = "DEPLOY-PROBE "
+# What the board needs to connect (the library refuses other thing names before sending anything).
+THING_NAME = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
+# Written on the board by config jobs and overlaid on config.json there: deploy never copies or removes it.
+SETTINGS = "settings.json"
 
 # Runs on the board: its version, whether it has umqtt.simple, whether iotjobs is frozen into its firmware, and
 # the SHA-256 of each file we may write. Only .frozen is searched for iotjobs: a copy in /lib does not count.
@@ -72,10 +76,15 @@ try:
     _l = os.listdir('lib/iotjobs')
 except OSError:
     _l = []
+try:
+    with open(%(settings)r) as _sf:
+        _s = sorted(json.load(_sf))
+except Exception:
+    _s = []
 gc.collect()
 print(%(mark)r + json.dumps({'version': list(sys.implementation.version[:3]),
     'mpy': getattr(sys.implementation, '_mpy', 0), 'platform': sys.platform, 'umqtt': _u, 'frozen': _f,
-    'heap': gc.mem_free() + gc.mem_alloc(), 'lib': _l, 'hashes': [_h(p) for p in %(paths)r]}))
+    'heap': gc.mem_free() + gc.mem_alloc(), 'lib': _l, 'settings': _s, 'hashes': [_h(p) for p in %(paths)r]}))
 """
 
 MKDIRS = """
@@ -117,6 +126,59 @@ def load_board(name: str) -> dict[str, Any]:
         raise DeployError("unknown board %r; known boards: %s" % (name, ", ".join(known)))
     board: dict[str, Any] = json.loads(path.read_text())
     return board
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """The JSON object in path; a DeployError that says where it stops being JSON."""
+    try:
+        settings = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DeployError("%s:%d:%d: not JSON: %s" % (path, e.lineno, e.colno, e.msg)) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DeployError("cannot read %s: %s" % (path, e)) from None
+    if not isinstance(settings, dict):
+        raise DeployError("%s: a JSON object {...} is needed, not %s" % (path, type(settings).__name__))
+    return settings
+
+
+def cert_source(config: Path, certs: Path | None, name: str) -> Path:
+    return Path(name) if Path(name).is_absolute() else (certs or config.parent) / name
+
+
+def check_config(config: Path, board: dict[str, Any], certs: Path | None) -> dict[str, Any]:
+    """config read and checked for what the board needs to connect, before anything is staged or copied."""
+    settings = read_config(config)
+    problems = []
+    endpoint = settings.get("endpoint")
+    if not isinstance(endpoint, str) or not endpoint or "/" in endpoint or endpoint.count(":") == 1:
+        problems.append('"endpoint" must be the broker\'s host name or address, without scheme or port '
+                        "(aws iot describe-endpoint --endpoint-type iot:Data-ATS), not %r" % (endpoint,))
+    port = settings.get("port", 1883)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        problems.append('"port" must be a number 1-65535, not %r' % (port,))
+    thing = settings.get("thing")
+    if not isinstance(thing, str) or not THING_NAME.fullmatch(thing):
+        problems.append('"thing" must be a thing name (1-128 of a-z A-Z 0-9 : _ -), not %r' % (thing,))
+    given = [key for key in CERT_TARGETS if settings.get(key)]
+    if given and len(given) < len(CERT_TARGETS):
+        problems.append('"cert", "key" and "ca" go together (all three for TLS, none for plain MQTT); only %s given'
+                        % ", ".join(given))
+    for key in given:
+        source = cert_source(config, certs, str(settings[key]))
+        if not source.is_file():
+            problems.append('"%s" names %s, which does not exist (use --certs DIR for their folder)' % (key, source))
+    transport = settings.get("transport", "mqtt")
+    if transport not in TRANSPORTS:
+        problems.append('"transport" is "mqtt" or "https", not %r' % (transport,))
+    elif transport == "https" and not given:
+        problems.append('"transport": "https" needs "cert", "key" and "ca": the HTTPS device API takes a client '
+                        "certificate only")
+    wifi = settings.get("wifi")
+    if board.get("wifi") and (not isinstance(wifi, dict) or not isinstance(wifi.get("ssid"), str)):
+        problems.append('"wifi" must be {"ssid": ..., "password": ...}: this board joins a WiFi network')
+    if problems:
+        raise DeployError("%s: %s" % (config, "; ".join(problems)))
+    return settings
 
 
 def _partial(dest: Path) -> Path:
@@ -181,21 +243,14 @@ def stage(board_name: str, board: dict[str, Any], config: Path | None, certs: Pa
         put(out / name, (BOARDS / board_name / name).read_bytes())
         items.append(item(name, out / name))
     if config is not None:
-        settings = json.loads(config.read_text())
-        transport = settings.get("transport", "mqtt")
-        if transport not in TRANSPORTS:
-            raise DeployError('config %s: "transport" is "mqtt" or "https", not %r' % (config, transport))
-        if transport == "https" and not all(settings.get(key) for key in CERT_TARGETS):
-            raise DeployError('config %s: "transport": "https" needs "cert", "key" and "ca": the HTTPS device API '
-                              "takes a client certificate only" % config)
+        settings = read_config(config)
         for key, target in CERT_TARGETS.items():
-            name = settings.get(key)
-            if not name:
+            if not settings.get(key):
                 continue
-            source = Path(name) if Path(name).is_absolute() else (certs or config.parent) / name
+            source = cert_source(config, certs, str(settings[key]))
             if not source.is_file():
                 raise DeployError("config %s names %s %r, but %s does not exist (use --certs DIR)"
-                                  % (config, key, name, source))
+                                  % (config, key, settings[key], source))
             to_der(source, out / target, key)
             items.append(item(target, out / target))
             settings[key] = target
@@ -241,7 +296,7 @@ class Board:
         return done
 
     def probe(self, targets: list[str]) -> dict[str, Any]:
-        done = self.mpremote(["exec", PROBE % {"mark": MARK, "paths": targets}], self.timeout)
+        done = self.mpremote(["exec", PROBE % {"mark": MARK, "paths": targets, "settings": SETTINGS}], self.timeout)
         for line in done.stdout.splitlines():
             if line.startswith(MARK):
                 found: dict[str, Any] = json.loads(line[len(MARK):])
@@ -277,6 +332,14 @@ class Board:
             raise DeployError("copying to %s failed:\n%s" % (self.port, "".join(output[-5:]).strip()))
 
 
+def check_platform(found: dict[str, Any], board_name: str, board: dict[str, Any], port: str, force: bool) -> None:
+    """Refuse to deploy one board's files onto another kind of board (an ESP32 build onto the unix port, ...)."""
+    wanted = board.get("platform")
+    if wanted and found["platform"] != wanted and not force:
+        raise DeployError("the board on %s says it is %r, but --board %s is for %r boards: name the right --board "
+                          "(or --force to deploy anyway)" % (port, found["platform"], board_name, wanted))
+
+
 def check_runtime(found: dict[str, Any], board: dict[str, Any], port: str) -> None:
     version = ".".join(str(n) for n in found["version"])
     mpy = found["mpy"] & 0xFF
@@ -293,16 +356,15 @@ def check_runtime(found: dict[str, Any], board: dict[str, Any], port: str) -> No
 def deploy(args: argparse.Namespace) -> int:
     started = time.monotonic()
     board = load_board(args.board)
-    config = args.config
-    if config is None and (BOARDS / args.board / "config.json").is_file():
-        config = BOARDS / args.board / "config.json"
+    config = None if args.no_config else args.config or BOARDS / args.board / "config.json"
     if config is not None and not config.is_file():
-        raise DeployError("config file %s does not exist (copy boards/%s/config.example.json and fill it in)"
-                          % (config, args.board))
+        raise DeployError("config file %s does not exist: copy boards/%s/config.example.json there and fill it in, "
+                          "or name one with --config FILE (--no-config deploys the code alone and leaves the "
+                          "board's config.json as it is)" % (config, args.board))
     certs = args.certs or (BOARDS / args.board / "certs" if (BOARDS / args.board / "certs").is_dir() else None)
+    if config is not None:
+        check_config(config, board, certs)
     items, umqtt = stage(args.board, board, config, certs)
-    if config is None:
-        print("deploy: warning: no config.json (use --config FILE): main.py will stop and ask for one")
     if args.dry_run:
         print("deploy: plan for %s (dry run: nothing sent; umqtt.simple is added only if the board lacks it, and "
               "lib/iotjobs/ is left out if the board has iotjobs frozen in)" % args.board)
@@ -315,6 +377,7 @@ def deploy(args: argparse.Namespace) -> int:
     device = Board(args.port, args.timeout)
     targets = [i.target for i in items] + [umqtt.target]
     found = device.probe(targets)
+    check_platform(found, args.board, board, args.port, args.force)
     check_runtime(found, board, args.port)
     print("deploy: %s: MicroPython %s (%s), heap %d KB"
           % (args.port, ".".join(str(n) for n in found["version"]), found["platform"], found["heap"] // 1024))
@@ -343,6 +406,9 @@ def deploy(args: argparse.Namespace) -> int:
     print("deploy: %d copied (%d B), %d unchanged, %d removed; all %d files verified by SHA-256 in %.1f s"
           % (len(changed), sum(i.size for i in changed), len(items) - len(changed), len(remove), len(items),
              time.monotonic() - started))
+    if found.get("settings"):
+        print("deploy: the board's %s (from config jobs) stays, and its keys win over config.json's: %s"
+              % (SETTINGS, ", ".join(found["settings"])))
     print("deploy: reset the board (or `mpremote connect %s exec \"import main\"`) to run main.py" % args.port)
     return 0
 
@@ -352,10 +418,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--board", required=True, help="a folder of boards/ with a board.json: esp32, esp32s3, ...")
     parser.add_argument("--port", help="the board's serial port, e.g. /dev/ttyUSB0")
     parser.add_argument("--config", type=Path, help="config.json to install (default: boards/BOARD/config.json)")
+    parser.add_argument("--no-config", action="store_true", help="deploy the code alone; the board keeps its config")
     parser.add_argument("--certs", type=Path, help="folder of the files the config names (default: boards/BOARD/certs,"
                         " else the config's folder)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (files, sizes, hashes); touch nothing")
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds the board has to answer (default 20)")
+    parser.add_argument("--force", action="store_true", help="deploy even onto a board of another platform")
     args = parser.parse_args(argv)
     try:
         return deploy(args)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Idempotent host set-up: .venv with the pinned tools, mosquitto, umqtt.simple and the MicroPython stubs.
+# Idempotent host set-up: .venv with the pinned tools, mosquitto, umqtt.simple, the aws CLI and the MicroPython stubs.
 # With --esp32like, also the esp32like runtime (tools/esp32like.py: MicroPython v1.27.0 built from source,
 # 32-bit, which needs gcc-multilib), which the tests and benchmarks run on; built once, then cached.
 set -euo pipefail
@@ -48,6 +48,17 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 .venv/bin/python tools/fetch_umqtt.py build/umqtt
+
+# The aws CLI (v1, from PyPI) pins its own botocore, which must not replace boto3's in .venv: a venv of its own,
+# linked as .venv/bin/aws. The tests run the README's aws lines with it against the local service.
+awscli=awscli==1.46.3
+if [ ! -f "build/awscli/.$awscli" ]; then
+    rm -rf build/awscli
+    "$python" -m venv build/awscli
+    build/awscli/bin/pip install --quiet --disable-pip-version-check "$awscli"
+    touch "build/awscli/.$awscli"
+fi
+ln -sfn ../../build/awscli/bin/aws .venv/bin/aws
 
 stubs=micropython-esp32-stubs==1.29.0.post1
 if [ ! -f "build/typings/.$stubs" ]; then

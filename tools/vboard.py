@@ -12,9 +12,11 @@ import os
 import platform
 import pty
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import tty
 from pathlib import Path
@@ -31,6 +33,17 @@ CARRY = 64
 WRITE_PATIENCE_S = 2.0
 # How often the board looks whether code is running, to tell a program's exit from a Ctrl-D at the REPL.
 SAMPLE_S = 0.1
+# The exit status of the board's machine.reset() (the CPython shim's too): the restart is a hard reset.
+RESET_EXIT_CODE = 211
+# The unix port's machine has no reset(): this module, first on the board's path after its own folder, adds one,
+# so `mpremote reset` and a program's machine.reset() restart the board as they do an ESP32.
+MACHINE_PY = """import sys
+from umachine import *
+
+
+def reset():
+    sys.exit(%d)
+""" % RESET_EXIT_CODE
 # While input waits for the child's REPL to read again, how often to look whether it does.
 SETTLE_S = 0.005
 # The read() system call's number on this machine, 64-bit and 32-bit: a child blocked in read(0, ...) waits for input.
@@ -40,10 +53,11 @@ READ_SYSCALLS = {"x86_64": ("0", "3"), "aarch64": ("63", "3")}.get(platform.mach
 class Child:
     """One run of the unix port on its own pty, started in the board's directory."""
 
-    def __init__(self, micropython: Path, heapsize: str, directory: Path) -> None:
+    def __init__(self, micropython: Path, heapsize: str, directory: Path, firmware: Path) -> None:
         env = dict(os.environ)
         # Like a board's sys.path ['', '.frozen', '/lib']; mip installs into the first entry ending in /lib.
-        env["MICROPYPATH"] = ":.frozen:%s" % (directory / "lib")
+        # firmware holds what the board's firmware has built in and the unix port lacks (machine.reset).
+        env["MICROPYPATH"] = ":%s:.frozen:%s" % (firmware, directory / "lib")
         pid, fd = pty.fork()
         if pid == 0:
             try:
@@ -102,9 +116,10 @@ class Child:
     def interrupt(self) -> None:
         os.kill(self.pid, signal.SIGINT)
 
-    def reap(self) -> None:
+    def reap(self) -> int:
+        """Its exit status."""
         os.close(self.fd)
-        os.waitpid(self.pid, 0)
+        return os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
 
     def kill(self) -> None:
         try:
@@ -121,6 +136,8 @@ class Board:
         self.micropython = micropython
         self.heapsize = heapsize
         self.directory = directory
+        self.firmware = Path(tempfile.mkdtemp(prefix="vboard-firmware-"))
+        (self.firmware / "machine.py").write_text(MACHINE_PY)
         self.master, self.slave = os.openpty()
         # The slave stays open here so the master never sees EIO between two mpremote sessions.
         tty.setraw(self.slave)
@@ -140,7 +157,7 @@ class Board:
         return os.ttyname(self.slave)
 
     def start(self, boot: bool = False) -> Child:
-        child = Child(self.micropython, self.heapsize, self.directory)
+        child = Child(self.micropython, self.heapsize, self.directory, self.firmware)
         banner = child.read_until(PROMPT, timeout=10)
         if boot and (self.directory / "main.py").exists():
             # Power-on and hard reset run main.py, as a board's firmware does (typed at the REPL: it shows).
@@ -177,13 +194,14 @@ class Board:
 
     def restart(self) -> None:
         # The unix port exits on Ctrl-D at its REPL (a board's soft reset) and when a program ends the process
-        # (here, the unix board's machine.reset()): the second is a hard reset, which runs main.py again.
-        hard = not self.eof_at_repl
-        self.child.reap()
+        # (machine.reset(), or any exit): the second is a hard reset. Both run main.py, except a soft reset in
+        # the raw REPL (mpremote's), as on an ESP32, whose soft reset runs main.py only from the friendly REPL.
+        status = self.child.reap()
+        hard = not self.eof_at_repl or status == RESET_EXIT_CODE
         self.tail = b""
         self.eof_at_repl = False
         self.send(b"MPY: soft reboot\r\n")
-        self.child = self.start(boot=hard)
+        self.child = self.start(boot=hard or not self.raw)
 
     def serve(self) -> None:
         while True:
@@ -240,6 +258,7 @@ class Board:
         self.child.kill()
         os.close(self.master)
         os.close(self.slave)
+        shutil.rmtree(self.firmware, ignore_errors=True)
 
 
 class VirtualBoard:

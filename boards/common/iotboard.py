@@ -3,7 +3,8 @@
 import json
 import time
 
-CONFIG_PATH = "config.json"
+CONFIG_PATH = "config.json"  # written by iotjobs-deploy, and only by it
+SETTINGS_PATH = "settings.json"  # written by config jobs, and only by them; its keys win over config.json's
 BOARD_PATH = "board.json"
 WIFI_ATTEMPTS = 5
 WIFI_ATTEMPT_MS = 15000
@@ -50,6 +51,21 @@ def read_json(path, what):
         raise ValueError("%s is not valid JSON" % path) from None
 
 
+def load_config(hint):
+    """config.json with settings.json (what config jobs changed) laid over it: neither file overwrites the other."""
+    cfg = read_json(CONFIG_PATH, hint)
+    try:
+        settings = read_json(SETTINGS_PATH, "")
+    except OSError:
+        return cfg  # no config job has run yet
+    except ValueError as e:
+        log("%s ignored: %s" % (SETTINGS_PATH, e))
+        return cfg
+    if isinstance(settings, dict):
+        cfg.update(settings)
+    return cfg
+
+
 class Led:
     """The status LED: a pattern per runner state, stepped by a hardware timer so it blinks while a job runs."""
 
@@ -76,9 +92,9 @@ class Led:
         self.timer = Timer(spec.get("timer", 0))
         self.timer.init(period=100, mode=Timer.PERIODIC, callback=self._step)
 
-    def show(self, state):
-        """Switch to state's pattern; unknown states show "error"."""
-        log("status %s" % state)
+    def show(self, state, job_id=None):
+        """Switch to state's pattern (the runner's on_state); unknown states show "error"."""
+        log("status %s" % state if job_id is None else "status %s %s" % (state, job_id))
         self.pattern = PATTERNS.get(state, PATTERNS["error"])
         self.colour = COLOURS.get(state, COLOURS["error"])
         self.tick = 0
@@ -183,8 +199,11 @@ def run_jobs(cfg, handlers, led, wlan=None, reset=None, max_jobs=None):
 
     Over HTTPS nothing stays connected: the runner asks for the next job every describe_every_ms.
     """
+    from iotjobs import handlers as builtin_handlers
     from iotjobs.runner import Runner
 
+    # The config handler writes settings.json: config.json is the deploy's, and a redeploy replaces it.
+    builtin_handlers.CONFIG_PATH = SETTINGS_PATH
     jc = jobs_client(cfg, wlan)
     runner = Runner(jc, handlers, describe_every_ms=cfg.get("describe_every_ms", 60000), on_state=led.show,
                     reset=reset)
@@ -203,7 +222,7 @@ def start(handlers):
     """An ESP32 board's main: WiFi, clock, then jobs forever; a failed start-up resets the board to try again."""
     import machine
 
-    cfg = read_json(CONFIG_PATH, "copy config.example.json, fill it in, deploy it")
+    cfg = load_config("copy config.example.json, fill it in, deploy it")
     board = read_json(BOARD_PATH, "the board description")
     led = Led(board.get("led"))
     led.show("wifi")

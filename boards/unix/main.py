@@ -24,11 +24,6 @@ def greet(execution, progress):
 HANDLERS = {"greet": greet, "download": handlers.download, "reboot": handlers.reboot, "config": handlers.config}
 
 
-def reset():
-    # The unix port has no machine.reset(): ending the process is the reset, and iotjobs-vboard starts it again.
-    sys.exit(0)
-
-
 def options(argv, cfg):
     """cfg with the command line's --broker, --thing and --jobs applied (the demo runs the board that way)."""
     i = 0
@@ -49,12 +44,13 @@ def options(argv, cfg):
 
 def main():
     argv = [a for a in sys.argv[1:] if a]
-    cfg = {} if argv else iotboard.read_json(iotboard.CONFIG_PATH, "copy config.example.json and deploy it")
+    cfg = {} if argv else iotboard.load_config("copy config.example.json and deploy it")
     cfg = options(argv, cfg)
     if "endpoint" not in cfg or "thing" not in cfg:
         raise SystemExit(USAGE)
     # No WiFi and no NTP here: the host has the network and its clock is right.
-    iotboard.run_jobs(cfg, HANDLERS, iotboard.Led(None), reset=reset, max_jobs=cfg.get("max_jobs"))
+    # The runner's default reset ends the process here (no machine.reset()): iotjobs-vboard starts it again.
+    iotboard.run_jobs(cfg, HANDLERS, iotboard.Led(None), max_jobs=cfg.get("max_jobs"))
 
 
 main()

@@ -62,7 +62,8 @@ def main():
     jc.connect()
     states: list = []
     table = {"ota": handlers.ota, "download": handlers.download}
-    runner = Runner(jc, table, state_path=state_dir + "/state.json", on_state=states.append, reset=reset)
+    runner = Runner(jc, table, state_path=state_dir + "/state.json",
+                    on_state=lambda state, job_id: states.append(state), reset=reset)
     if mode == "step":
         emit("outcome", runner.step())
     else:

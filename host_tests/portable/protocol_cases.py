@@ -271,6 +271,30 @@ def case_status_details_control_characters():
         assert "control" in str(e)
 
 
+def case_code_point_reads_each_utf8_length():
+    for c in ("a", "\x7f", "\xe9", "\u00ad", "\u4e2d", "\u200b", "\ufeff", "\U0001f600"):
+        raw = c.encode()
+        assert payloads.code_point(raw, 0) == (ord(c), len(raw)), c
+    raw = "a\xe9\u4e2d\U0001f600".encode()
+    assert payloads.code_point(raw, 1) == (0xE9, 2) and payloads.code_point(raw, 3) == (0x4E2D, 3)
+
+
+def case_status_details_control_character_is_named():
+    e = raises(ValueError, payloads.check_status_details, {"k": "\u4e2d\xe9\u2028x"})
+    assert str(e) == "statusDetails['k'] has control character %r" % "\u2028", str(e)
+
+
+def case_clip_details_keeps_every_other_character_and_counts_characters():
+    from iotjobs.runner import clip_details
+
+    value = "a\x00\xe9\u200b\u4e2d\U0001f600" + "x" * 2000
+    clipped = clip_details({"k\xe9 y:1": value, "plain": "text"})
+    assert clipped["plain"] == "text"
+    assert clipped["k__y:1"] == "a\xe9\u4e2d\U0001f600" + "x" * 1020, len(clipped["k__y:1"])
+    assert clip_details({"\u4e2d" * 200: "v"}) == {"_" * 128: "v"}
+    assert payloads.check_status_details(clipped) is clipped
+
+
 def case_status_details_must_be_dict():
     for bad in ([("k", "v")], "k=v", 1):
         raises(ValueError, payloads.check_status_details, bad)

@@ -54,12 +54,17 @@ class Board:
         self.state_dir = state_dir
         self.args = args
         self.states = []
+        self.state_jobs = []
         self.calls = []
+
+    def on_state(self, name, job_id):
+        self.states.append(name)
+        self.state_jobs.append([name, job_id])
 
     def runner(self, table, **options):
         options.setdefault("describe_every_ms", 60000)
-        return Runner(self.jc, table, state_path=self.state_dir + "/state.json", on_state=self.states.append,
-                      reset=board_reset(), **options)
+        options.setdefault("reset", board_reset())
+        return Runner(self.jc, table, state_path=self.state_dir + "/state.json", on_state=self.on_state, **options)
 
 
 def greet(execution, progress):
@@ -84,6 +89,7 @@ def scenario_succeed(board):
     print("READY")
     emit("finished", runner.run(max_jobs=int(board.args[0]) if board.args else 1))
     emit("states", board.states)
+    emit("state_jobs", board.state_jobs)
 
 
 def scenario_large(board):
@@ -183,7 +189,9 @@ def scenario_duplicates(board):
 
 def scenario_reboot(board):
     # Run twice on one state directory: the first run resets, the second reports SUCCEEDED.
-    runner = board.runner({"reboot": handlers.reboot})
+    # With "default-reset" the runner resets the board its own way (no reset= given), as a user's program would.
+    options = {"reset": None} if board.args == ["default-reset"] else {}
+    runner = board.runner({"reboot": handlers.reboot}, **options)
     emit("finished", runner.run(max_jobs=1))
     emit("states", board.states)
 

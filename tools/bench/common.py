@@ -85,7 +85,8 @@ class LocalJobs:
 
     def __enter__(self) -> LocalJobs:
         self.process = subprocess.Popen(
-            [str(BIN / "iotjobs-local"), "serve", "--broker", self.broker, "--db", ":memory:"],
+            [str(BIN / "iotjobs-local"), "serve", "--broker", self.broker, "--http", "127.0.0.1:0", "--quiet",
+             "--db", ":memory:"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert self.process.stdout is not None
         ready = self.process.stdout.readline().split()

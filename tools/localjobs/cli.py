@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -16,6 +18,14 @@ from .broker import Mosquitto
 from .clock import Clock
 from .console import Console
 from .service import JobsService
+
+# The same endpoints at every start, so devices and shells configured once keep working across restarts.
+DEFAULT_MQTT = ("127.0.0.1", 1883)
+DEFAULT_HTTP = ("127.0.0.1", 8089)
+
+
+class ServeError(Exception):
+    """A problem the user fixes with an option; the message names it."""
 
 
 def default_db() -> Path:
@@ -42,22 +52,48 @@ def parse_address(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def check_free(address: tuple[str, int], option: str) -> None:
+    """Fail with a line naming the address and the option that moves it when something already listens there."""
+    host, port = address
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As the servers bind: a port in TIME_WAIT after our own last run is free for them.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise ServeError("%s:%d is already in use (another iotjobs-local?): choose another with %s HOST:PORT"
+                                 % (host, port, option)) from None
+            raise ServeError("cannot listen on %s:%d (%s): choose another with %s HOST:PORT"
+                             % (host, port, e.strerror or e, option)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iotjobs-local", description="A local AWS IoT Jobs service.")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="answer the Jobs device API over MQTT until stopped")
     serve.add_argument(
+        "--mqtt",
+        type=parse_address,
+        default=DEFAULT_MQTT,
+        metavar="HOST:PORT",
+        help="where the mosquitto it starts listens for devices (default %s:%d; port 0: any free one)" % DEFAULT_MQTT,
+    )
+    serve.add_argument(
         "--broker",
         type=parse_address,
         metavar="HOST:PORT",
-        help="MQTT broker to serve on; without it, start a private mosquitto on a free loopback port",
+        help="use this MQTT broker, already running, instead of starting one",
     )
     serve.add_argument(
         "--http",
         type=parse_address,
-        default=("127.0.0.1", 0),
+        default=DEFAULT_HTTP,
         metavar="HOST:PORT",
-        help="serve the management and iot-jobs-data REST APIs here (default: a free loopback port)",
+        help="serve the management and iot-jobs-data REST APIs here (default %s:%d; port 0: any free one)"
+        % DEFAULT_HTTP,
     )
     serve.add_argument(
         "--db",
@@ -77,11 +113,49 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="run the service's clock this far ahead of the wall clock (to try timers and rollouts)",
     )
-    serve.add_argument("--log-level", default="WARNING", help="Python logging level (default WARNING)")
+    serve.add_argument(
+        "--quiet", action="store_true", help="print no line per device request and state change"
+    )
+    serve.add_argument(
+        "--log-level",
+        default="WARNING",
+        help="the service's own diagnostics on stderr: WARNING (default) shows failures, DEBUG adds each HTTP request",
+    )
     add_tls_arguments(serve)
     certs.add_commands(commands)
     terminal.add_commands(commands)
     return parser
+
+
+def start_broker(address: tuple[str, int]) -> Mosquitto:
+    check_free(address, "--mqtt")
+    return Mosquitto(port=address[1], host=address[0]).start()
+
+
+def start_service(host: str, port: int, args: argparse.Namespace, clock: Clock) -> JobsService:
+    """The service on the broker at host:port, started; a ServeError naming what is wrong when it cannot start."""
+    check_free(args.http, "--http")
+    activity = None if args.quiet else print_line
+    try:
+        service = JobsService(host, port, clock=clock, http=args.http, db=args.db, files=args.files,
+                              activity=activity)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise ServeError("%s:%d is already in use: choose another with --http HOST:PORT" % args.http) from None
+        raise
+    try:
+        return service.start()
+    except (OSError, RuntimeError) as e:
+        service.stop()
+        if args.broker is None:
+            raise
+        raise ServeError("no MQTT broker answers at %s:%d (%s): --broker names a broker that is already running; "
+                         "without it the service starts its own (--mqtt, default %s:%d)"
+                         % (host, port, e, *DEFAULT_MQTT)) from None
+
+
+def print_line(text: str) -> None:
+    print(text, flush=True)
 
 
 def add_tls_arguments(serve: argparse.ArgumentParser) -> None:
@@ -121,18 +195,21 @@ def serve(args: argparse.Namespace) -> int:
         return serve_tls(args, clock, stop)
     broker: Mosquitto | None = None
     if args.broker is None:
-        broker = Mosquitto().start()
+        broker = start_broker(args.mqtt)
         host, port = broker.host, broker.port
     else:
         host, port = args.broker
     try:
-        with JobsService(host, port, clock=clock, http=args.http, db=args.db, files=args.files) as service:
+        service = start_service(host, port, args, clock)
+        try:
             assert service.http is not None
             print(f"ready mqtt={host}:{port} http={service.http.address}", flush=True)
             print(f"console {service.http.url}{Console.PATH}/", flush=True)
             # wait() with a timeout keeps the main thread responsive to signals on every platform.
             while not stop.wait(0.5):
                 pass
+        finally:
+            service.stop()
     finally:
         if broker is not None:
             broker.stop()
@@ -143,9 +220,11 @@ def serve_tls(args: argparse.Namespace, clock: Clock, stop: threading.Event) -> 
     """`serve --tls DIR`: the service's own mosquitto for devices over TLS, and the device API over HTTPS."""
     if args.broker is not None:
         raise RuntimeError("--tls starts its own broker (devices need its TLS listener): leave out --broker")
+    for address, option in ((args.mqtts, "--mqtts"), (args.https, "--https"), (args.http, "--http")):
+        check_free(address, option)
     host, port = args.mqtts
     with JobsService(host, port, clock=clock, http=args.http, db=args.db, files=args.files,
-                     tls=args.tls, https=args.https) as service:
+                     tls=args.tls, https=args.https, activity=None if args.quiet else print_line) as service:
         assert service.http is not None and service.https is not None
         mqtts = "%s:%d" % service.mqtts
         print(f"ready mqtts={mqtts} https={service.https.address} http={service.http.address}", flush=True)
@@ -164,6 +243,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         return serve(args)
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, ServeError) as exc:
         print(f"iotjobs-local: {exc}", file=sys.stderr)
         return 1

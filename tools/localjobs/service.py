@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -20,8 +22,8 @@ from .console import Console
 from .documents import Documents
 from .http_api import HttpApi
 from .https_api import DeviceHttpsApi
-from .model import JobExecution, JobsModel
-from .mqtt_api import Exchange, Interceptor, MqttApi
+from .model import ApiError, JobExecution, JobsModel
+from .mqtt_api import Exchange, Interceptor, MqttApi, parse_topic
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,10 @@ ADMIT_SECONDS = 0.5
 # A file name: after every save, compare what was written with the whole state and the model's indexes with a
 # recount, appending any difference there (slow: for running the tests against the incremental paths).
 CHECK_ENV = "IOTJOBS_LOCAL_CHECK"
+# The device API's calls as the activity lines name them (model method -> name); the MQTT adapter's names too.
+DEVICE_CALLS = {"get_pending": "get-pending", "start_next": "start-next", "describe": "describe", "update": "update"}
+# Changes a device request makes itself: its own activity line already tells them.
+DEVICE_CAUSES = ("start-next", "update")
 
 
 class JobsService:
@@ -54,6 +60,10 @@ class JobsService:
     `https=(host, port)` (needs `tls`) also serves the four device calls over HTTPS (`https_url`), for
     the same certificates, each allowed only its own thing. Things recorded in DIR while it runs are
     admitted within a second (`admitted`).
+
+    `activity(line)` is told one line per device request (MQTT or HTTP) and per other change of an
+    execution's state: `14:02:11 thing-7 start-next -> job-3 IN_PROGRESS v2`, `14:02:15 thing-7 job-4 CANCELED v3
+    (canceled)`.
     """
 
     def __init__(
@@ -68,8 +78,10 @@ class JobsService:
         files: str | Path | None = None,
         tls: str | Path | None = None,
         https: tuple[str, int] | None = None,
+        activity: Callable[[str], None] | None = None,
     ) -> None:
         self.host = host
+        self.activity = activity
         self.port = port
         self.clock = clock if clock is not None else Clock()
         self.model = JobsModel(self.clock)
@@ -363,9 +375,18 @@ class JobsService:
 
     def _call(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         with self._changed:
+            answer: Any = None
             try:
-                return method(*args, **kwargs)
+                answer = method(*args, **kwargs)
+                return answer
+            except ApiError as err:
+                answer = err
+                raise
             finally:
+                if self.activity is not None and getattr(method, "__name__", "") in DEVICE_CALLS:
+                    # A device request over HTTP (iot-jobs-data): its arguments are (thing, jobId, ...).
+                    job_id = args[1] if len(args) > 1 and isinstance(args[1], str) else None
+                    self._tell_request(args[0], DEVICE_CALLS[method.__name__], job_id, answer)
                 # Even a failed call may have changed state before raising; keep and announce what it did.
                 self._persist()
                 self._api.publish_notifications(self.model.take_notifications())
@@ -374,12 +395,70 @@ class JobsService:
     def _exchanged(self, exchange: Exchange) -> None:
         # Called under the lock after each device request over MQTT, before the next one is read.
         self.requests.append(exchange)
+        if self.activity is not None:
+            route = parse_topic(exchange.topic)
+            answer: Any = exchange.response
+            if exchange.outcome != "accepted":
+                answer = ApiError(str(exchange.response.get("code")), str(exchange.response.get("message")))
+            api = DEVICE_CALLS.get(exchange.api, exchange.topic)
+            self._tell_request(exchange.thing, api, route.job_id if route else None, answer)
         self._persist()
+
+    # ---- activity lines ------------------------------------------------------------------------
+
+    def _tell(self, text: str) -> None:
+        assert self.activity is not None
+        try:
+            self.activity("%s %s" % (time.strftime("%H:%M:%S", time.localtime(self.clock.now())), text))
+        except Exception:
+            # A closed stdout must not cost a request its reply or its state.
+            log.debug("activity line lost", exc_info=True)
+
+    def _tell_request(self, thing: str, api: str, job_id: str | None, answer: Any) -> None:
+        """One device request: what it asked and what came of it."""
+        named = job_id if job_id != "$next" else None
+        asked = "%s %s %s" % (thing, api, named) if named else "%s %s" % (thing, api)
+        if isinstance(answer, ApiError):
+            self._tell("%s -> rejected %s: %s" % (asked, answer.code, answer.message))
+            return
+        answer = answer if isinstance(answer, dict) else {}
+        if api == "get-pending":
+            self._tell("%s -> %d in progress, %d queued"
+                       % (asked, len(answer.get("inProgressJobs") or ()), len(answer.get("queuedJobs") or ())))
+            return
+        execution = answer.get("execution")
+        found = execution.get("jobId") if isinstance(execution, dict) else named
+        run = self.model.execution(thing, found) if isinstance(found, str) else None
+        if run is None:
+            self._tell("%s -> nothing pending" % asked)
+        elif named:
+            self._tell("%s -> %s v%d" % (asked, run.status, run.version_number))
+        else:
+            self._tell("%s -> %s %s v%d" % (asked, run.job_id, run.status, run.version_number))
+
+    def _tell_changes(self, changes: dict[tuple[str, str], dict[str, Any] | None]) -> None:
+        """The execution changes that no device request told: created, canceled, timed out, removed, deleted."""
+        for (kind, key), record in changes.items():
+            if kind != "execution":
+                continue
+            if record is None:
+                job_id, thing, number = json.loads(key)
+                self._tell("%s %s #%d deleted" % (thing, job_id, number))
+                continue
+            history = record.get("history") or ()
+            cause = history[-1]["cause"] if history else "changed"
+            if cause not in DEVICE_CAUSES:
+                self._tell("%s %s %s v%d (%s)" % (record["thing_name"], record["job_id"], record["status"],
+                                                 record["version_number"], cause))
 
     def _persist(self) -> None:
         self.changes.publish(self.model.changed)
-        if self.store is not None:
-            self.store.write(self.model.take_changes())
+        if self.store is not None or self.activity is not None:
+            changes = self.model.take_changes()
+            if self.store is not None:
+                self.store.write(changes)
+            if self.activity is not None:
+                self._tell_changes(changes)
         else:
             self.model.changed.clear()
         if self._check:

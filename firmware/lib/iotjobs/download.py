@@ -47,8 +47,9 @@ def _open(https, host, port, ca, timeout_s):
 
             ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
             if ca is not None:
-                with open(ca, "rb") as f:
-                    ctx.load_verify_locations(f.read())
+                from iotjobs.tls import read_der
+
+                ctx.load_verify_locations(read_der(ca, "ca"))
                 ctx.verify_mode = tls.CERT_REQUIRED  # type: ignore[attr-defined]  # missing from the ESP32 stubs
             else:
                 # Without a CA the content is still checked against the SHA-256 of the job document, which came

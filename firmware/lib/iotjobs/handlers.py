@@ -7,7 +7,8 @@ from iotjobs.runner import Reboot
 # Board settings, changed by the board's own code before the runner starts (never by a job document).
 DOWNLOAD_MAX = 1024 * 1024  # bytes; a document may ask for less ("maxSize"), never for more
 DOWNLOAD_CA = None  # path of a DER CA certificate: with it, https downloads verify the server
-CONFIG_PATH = "config.json"
+# Where config jobs write: not the deploy's config.json, which a redeploy replaces (a board overlays this file on it).
+CONFIG_PATH = "settings.json"
 # Run by new firmware before it confirms itself: falsy or raising means roll back; None: reaching the runner passes.
 OTA_SELF_TEST: object = None
 

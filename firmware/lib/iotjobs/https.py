@@ -21,7 +21,7 @@ from iotjobs.errors import (
     RequestTimeout,
     already_applied,
 )
-from iotjobs.tls import context, read
+from iotjobs.tls import context, read_der
 
 # iot-jobs-data's error types (x-amzn-ErrorType, less "Exception") and the MQTT API's code for each.
 _ERROR_TYPES = (
@@ -207,7 +207,7 @@ class JobsHttpsClient:
         self.backoff_ceiling_ms = backoff_ceiling_ms
         self.backoff_factor = backoff_factor
         # Read once: each connection's handshake reuses the parsed certificates.
-        self._context = context(read(cert), read(key), read(ca))
+        self._context = context(read_der(cert, "cert"), read_der(key, "key"), read_der(ca, "ca"))
         self._rx = bytearray(rx_buffer)
         self._host_header = host if port == 443 else "%s:%d" % (host, port)
         self._path = "/things/%s/jobs" % self.thing_name

@@ -21,9 +21,13 @@ VERSIONS_KEPT = const(4)
 
 def is_control(c):
     """Whether the service refuses character c in a statusDetails value."""
+    return is_control_code(ord(c))
+
+
+def is_control_code(o):
+    """Whether the service refuses the character of code point o in a statusDetails value."""
     # The service's pattern is [^\p{C}]*: no control, format, private-use or unassigned characters.
     # MicroPython has no unicodedata, so this covers the control and format ranges devices can produce.
-    o = ord(c)
     return (
         o < 0x20
         or 0x7F <= o <= 0x9F
@@ -37,13 +41,46 @@ def is_control(c):
     )
 
 
+def code_point(raw, i):
+    """(code point, length) of the UTF-8 character at raw[i]: a str's bytes, read without a str per character.
+
+    MicroPython interns every one-character str that iterating or indexing a str makes, and interning can
+    need the qstr pool to double (~7 KB in one piece on the unix port) at any moment: reading bytes never does.
+    """
+    b = raw[i]
+    if b < 0x80:
+        return b, 1
+    if b < 0xE0:
+        return (b & 0x1F) << 6 | raw[i + 1] & 0x3F, 2
+    if b < 0xF0:
+        return (b & 0x0F) << 12 | (raw[i + 1] & 0x3F) << 6 | raw[i + 2] & 0x3F, 3
+    return (b & 0x07) << 18 | (raw[i + 1] & 0x3F) << 12 | (raw[i + 2] & 0x3F) << 6 | raw[i + 3] & 0x3F, 4
+
+
+def is_key_byte(b):
+    """Whether byte b may stand in a statusDetails key: a-z A-Z 0-9 : _ -."""
+    return 97 <= b <= 122 or 65 <= b <= 90 or 48 <= b <= 58 or b == 95 or b == 45
+
+
 def _key_ok(key):
     if not isinstance(key, str) or not 0 < len(key) <= DETAILS_KEY_MAX:
         return False
-    for c in key:
-        if not ("a" <= c <= "z" or "A" <= c <= "Z" or "0" <= c <= "9" or c in ":_-"):
+    for b in key.encode():
+        if not is_key_byte(b):
             return False
     return True
+
+
+def _control_in(value):
+    """The first character of value the service refuses, or None."""
+    raw = value.encode()
+    i = 0
+    while i < len(raw):
+        o, n = code_point(raw, i)
+        if is_control_code(o):
+            return raw[i : i + n].decode()
+        i += n
+    return None
 
 
 def check_status(status):
@@ -64,9 +101,9 @@ def check_status_details(details):
             raise ValueError("statusDetails key %r: 1-128 characters of a-z A-Z 0-9 : _ -" % (key,))
         if not isinstance(value, str) or not 0 < len(value) <= DETAILS_VALUE_MAX:
             raise ValueError("statusDetails[%r] must be a str of 1-1024 characters" % (key,))
-        for c in value:
-            if is_control(c):
-                raise ValueError("statusDetails[%r] has control character %r" % (key, c))
+        c = _control_in(value)
+        if c is not None:
+            raise ValueError("statusDetails[%r] has control character %r" % (key, c))
     return details
 
 

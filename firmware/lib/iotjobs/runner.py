@@ -37,31 +37,34 @@ class Reboot(Exception):
 
 def _clean(text, limit):
     # The service refuses control and format characters in statusDetails; drop them rather than fail.
-    # Slices between them, not a list of characters: a clean value costs one allocation.
+    # Read as UTF-8 bytes (payloads.code_point says why), cut between the refused ones: a clean value that
+    # fits is returned as it is.
+    raw = text.encode()
     pieces = []
     start = i = kept = 0
-    for c in text:
-        if kept >= limit:
-            break
-        if payloads.is_control(c):
-            pieces.append(text[start:i])
-            start = i + 1
+    while i < len(raw) and kept < limit:
+        o, n = payloads.code_point(raw, i)
+        if payloads.is_control_code(o):
+            pieces.append(raw[start:i])
+            start = i + n
         else:
             kept += 1
-        i += 1
+        i += n
     if not pieces:
-        return text[:i]
-    pieces.append(text[start:i])
-    return "".join(pieces)
+        return text if i == len(raw) else raw[:i].decode()
+    pieces.append(raw[start:i])
+    return b"".join(pieces).decode()
 
 
 def _clean_key(key):
-    key = str(key)[: payloads.DETAILS_KEY_MAX]
-    out = []
-    for c in key:
-        ok = "a" <= c <= "z" or "A" <= c <= "Z" or "0" <= c <= "9" or c in ":_-"
-        out.append(c if ok else "_")
-    return "".join(out)
+    raw = str(key).encode()
+    out = bytearray()
+    i = 0
+    while i < len(raw) and len(out) < payloads.DETAILS_KEY_MAX:
+        n = payloads.code_point(raw, i)[1]
+        out.append(raw[i] if n == 1 and payloads.is_key_byte(raw[i]) else 95)  # "_" for any other character
+        i += n
+    return str(out, "utf-8")
 
 
 def clip_details(details, max_pairs=payloads.DETAILS_MAX_PAIRS):
@@ -138,7 +141,14 @@ def _step_timeout(document):
 def _default_reset():
     import machine
 
-    machine.reset()
+    if hasattr(machine, "reset"):
+        machine.reset()
+    # The unix port has no machine.reset(): ending the process is its reset, as on iotjobs-vboard, which starts
+    # it again (run by hand, start it again yourself: the job resumes from its checkpoint).
+    print("iotjobs runner: this port has no machine.reset(): ending the process instead")
+    import sys
+
+    sys.exit(0)
 
 
 class Runner:
@@ -163,6 +173,7 @@ class Runner:
         self._polls = not getattr(jobs_client, "notifies", True)
         self.finished = 0  # executions this runner brought to a terminal state (or saw canceled)
         self.state = None
+        self.state_job = None  # the jobId that state is about (None when idle)
         # Start with start_next, not describe: after a reset it returns the IN_PROGRESS execution first.
         self._start = True
         self._last_check = time.ticks_ms()
@@ -177,7 +188,7 @@ class Runner:
         self._orphans = True  # until start_next first answers: a committed execution may need finishing
         jobs_client.on_notify_next(self._notified_next)
         jobs_client.on_notify(self._notified)
-        self._set_state("idle")
+        self._set_state("idle", None)
 
     def run(self, max_jobs=None):
         """The device loop: forever, or until max_jobs executions reached a terminal state."""
@@ -206,7 +217,7 @@ class Runner:
                 self._checked(RETRY_MS)
                 return None
             if not start:
-                self._set_state("idle")
+                self._set_state("idle", None)
                 return None
         self._start = False
         self._checked(self.describe_every_ms)
@@ -220,7 +231,7 @@ class Runner:
             self._orphans = False
             execution = self._committed_orphan(execution) or execution
         if execution is None:
-            self._set_state("idle")
+            self._set_state("idle", None)
             return None
         # Whatever comes next, look again soon: one execution done may mean another waits.
         self._start = True
@@ -285,7 +296,7 @@ class Runner:
         execution["operation"] = operation
         execution["input"] = params
         del document, params
-        self._set_state("running")
+        self._set_state("running", job_id)
         try:
             self._save(job_id, number, checkpoint)
             self._progress({"state": "resumed" if checkpoint is not None else "started"})
@@ -294,7 +305,7 @@ class Runner:
         except Canceled:
             self._job = None
             store.remove(self.state_path)
-            self._set_state("canceled")
+            self._set_state("canceled", job_id)
             return "canceled"
         except Reboot:
             self._job = None
@@ -382,7 +393,7 @@ class Runner:
             self._report_error("reporting %s failed" % status, e)
             return None
         store.remove(self.state_path)
-        self._set_state(outcome)
+        self._set_state(outcome, job_id)
         return outcome
 
     def _save(self, job_id, number, step, final=None):
@@ -429,13 +440,14 @@ class Runner:
         if not any(isinstance(j, dict) and j.get("jobId") == self._job[0] for j in running):
             self._suspect = True
 
-    def _set_state(self, name):
-        if name == self.state:
+    def _set_state(self, name, job_id):
+        if name == self.state and job_id == self.state_job:
             return
         self.state = name
+        self.state_job = job_id
         if self.on_state is not None:
             try:
-                self.on_state(name)
+                self.on_state(name, job_id)
             except Exception as e:  # a broken LED must not stop the jobs
                 self._report_error("on_state raised", e)
 

@@ -22,6 +22,19 @@ def _put_length(packet, size):
             return
 
 
+def broker_error(error, mqtt):
+    """error, of the same type, reworded to name the broker ("[Errno 111] ECONNREFUSED" alone names none)."""
+    where = "connect to %s:%s" % (getattr(mqtt, "server", "?"), getattr(mqtt, "port", "?"))
+    args = error.args
+    if isinstance(error, OSError) and args and isinstance(args[0], int):
+        # The errno stays the first argument, where callers look for it (MicroPython prints its name too).
+        return OSError(args[0], where if len(args) < 2 else "%s: %s" % (where, args[1]))
+    try:
+        return type(error)("%s: %s" % (where, error))
+    except Exception:  # a type whose constructor wants something else: as it was
+        return error
+
+
 class _Link:
     """The socket as umqtt.simple sees it: a "blocking" read or write gives up after a bound instead of hanging."""
 
@@ -204,6 +217,12 @@ class Session:
         return False
 
     def _open(self):
+        try:
+            self._dial()
+        except Exception as e:
+            raise broker_error(e, self.mqtt) from None
+
+    def _dial(self):
         try:
             self.mqtt.connect(True, timeout=self.response_ms / 1000)
             return

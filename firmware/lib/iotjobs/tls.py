@@ -5,9 +5,19 @@ import sys
 import tls
 
 
-def read(path):
-    with open(path, "rb") as f:
-        return f.read()
+def read_der(path, kind):
+    """The bytes of a DER file; kind ("cert", "key" or "ca") is what the errors call it."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise OSError(e.args[0], "cannot read the %s file %s" % (kind, path)) from None
+    if data[:10] == b"-----BEGIN":
+        # Told here: MicroPython's TLS would only say "invalid cert" or "invalid key".
+        tool = "pkey" if kind == "key" else "x509"
+        raise ValueError("the %s file %s is PEM; MicroPython's TLS takes DER: openssl %s -in %s -outform der -out %s"
+                         % (kind, path, tool, path, path.rsplit(".", 1)[0] + ".der"))
+    return data
 
 
 def _alias_ussl():
@@ -39,7 +49,7 @@ def make_client(client_id, host, cert, key, ca, port=8883, keepalive=60, client_
     if client_class is None:
         # Imported here: a device on HTTPS (iotjobs.https) uses context() only and never loads umqtt.
         from umqtt.simple import MQTTClient as client_class
-    cert, key, ca = read(cert), read(key), read(ca)
+    cert, key, ca = read_der(cert, "cert"), read_der(key, "key"), read_der(ca, "ca")
     params = {"cert": cert, "key": key, "cadata": ca, "cert_reqs": tls.CERT_REQUIRED, "server_hostname": host}
     try:
         # umqtt.simple 1.3.4, and 1.5+ which still takes ssl=True with ssl_params.
