@@ -11,6 +11,8 @@ def __getattr__(name):
         from iotjobs.client import JobsClient
 
         return JobsClient
+    if name.startswith("__"):
+        raise AttributeError(name)  # dir(), hasattr(): no submodule has such a name
     # MicroPython asks here before it imports a submodule for `from iotjobs import runner`.
-    __import__("iotjobs." + name)
+    __import__(__name__ + "." + name)
     return globals()[name]

@@ -60,7 +60,7 @@ def from_rejected(payload):
     )
 
 
-def already_applied(code, state, status, details, expected):
+def already_applied(code, state, status, details, expected_version):
     """Whether the rejection (code, executionState) of a re-sent update says an earlier copy of it was applied.
 
     It was if the state the service reports is the one the update asked for (status, and details unless None), at
@@ -72,7 +72,7 @@ def already_applied(code, state, status, details, expected):
     if state.get("status") != status:
         return False
     version = state.get("versionNumber")
-    moved = isinstance(expected, int) and isinstance(version, int) and version > expected
+    moved = isinstance(expected_version, int) and isinstance(version, int) and version > expected_version
     if details is None:
         return moved
-    return state.get("statusDetails") == details and (expected is None or moved)
+    return state.get("statusDetails") == details and (expected_version is None or moved)

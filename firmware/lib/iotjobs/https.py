@@ -111,7 +111,7 @@ class _Response:
             left = self.end - self.start
             self.buf[:left] = self.buf[self.start : self.end]
             self.start, self.end = 0, left
-        got = net.transfer(self.sock.readinto, self.view[self.end :], self.deadline, self.poller, True)
+        got = net.transfer(self.sock.readinto, self.view[self.end :], self.deadline, self.poller, 1)
         self.end += got
         return got > 0
 

@@ -44,22 +44,22 @@ def wlan_up(wlan, wait_ms):
 # file descriptor cannot see.
 
 
-def transfer(step, view, deadline, poller, some=False):
-    """Bytes moved by step (a socket's readinto or write) from or into view: all of view, or with some the first
-    that come (0 when the other end has closed). LinkDown if the deadline passes first, or the connection ends
-    before all of view."""
+def transfer(step, view, deadline, poller, wanted=None):
+    """Bytes moved by step (a socket's readinto or write) from or into view: all of it, or once wanted bytes have
+    moved (fewer when the other end closes first). LinkDown if the deadline passes first, or if the other end
+    closes before all of view that was wanted."""
     done = 0
-    n = len(view)
+    n = len(view) if wanted is None else wanted
     while done < n:
         more = step(view[done:])
         if more is None:
             left = time.ticks_diff(deadline, time.ticks_ms())
             if left <= 0 or not poller.poll(left):
                 raise LinkDown("nothing came before the deadline")
-        elif some:
-            return more
-        elif more == 0:
+        elif more:
+            done += more
+        elif wanted is None:
             raise LinkDown("connection closed by the other end")
         else:
-            done += more
+            return done
     return done

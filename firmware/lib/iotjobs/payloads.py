@@ -16,7 +16,7 @@ DETAILS_MAX_PAIRS = const(10)
 DETAILS_KEY_MAX = const(128)
 DETAILS_VALUE_MAX = const(1024)
 STEP_TIMEOUT_MAX_MIN = const(10080)
-VERSIONS_KEPT = const(4)
+_VERSIONS_KEPT = const(4)
 
 
 def is_control(c):
@@ -193,7 +193,7 @@ def version_of(versions, job_id):
 
 
 def track(versions, job_id, version):
-    """Record job_id's versionNumber in versions, keeping the last VERSIONS_KEPT jobs seen."""
+    """Record job_id's versionNumber in versions, keeping the last few jobs seen."""
     if not isinstance(job_id, str) or not isinstance(version, int):
         return
     for entry in versions:
@@ -201,7 +201,7 @@ def track(versions, job_id, version):
             versions.remove(entry)
             break
     versions.append([job_id, version])
-    if len(versions) > VERSIONS_KEPT:
+    if len(versions) > _VERSIONS_KEPT:
         versions.pop(0)
 
 

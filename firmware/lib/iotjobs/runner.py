@@ -169,8 +169,6 @@ class Runner:
         self.on_state = on_state
         self.reset = reset or _default_reset
         self.idle_ms = idle_ms
-        # A client without notifications (iotjobs.https) is polled: every describe_every_ms, start_next.
-        self._polls = not getattr(jobs_client, "notifies", True)
         self.finished = 0  # executions this runner brought to a terminal state (or saw canceled)
         self.state = None
         self.state_job = None  # the jobId that state is about (None when idle)
@@ -211,7 +209,8 @@ class Runner:
             self._checked(self.describe_every_ms)
             # The fallback for a lost notify-next: a cheap look without the document, then start_next only if needed.
             try:
-                start = self._polls or self.jc.describe(include_document=False) is not None
+                # A client without notifications (iotjobs.https) is polled: start_next itself is the look.
+                start = not getattr(self.jc, "notifies", True) or self.jc.describe(include_document=False) is not None
             except (JobsError, RequestTimeout, OSError) as e:
                 self._report_error("describe $next failed", e)
                 self._checked(RETRY_MS)
