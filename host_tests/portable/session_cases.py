@@ -1,12 +1,12 @@
 """Unit cases of the session's receive path over a real loopback socket, run on MicroPython and CPython."""
 
 import random
+import select
 
 import usocket as socket
 
 from harness import main
-from iotjobs.document import Stored
-from iotjobs.session import Session, _Link
+from iotjobs.session import Session
 
 TOPIC = b"$aws/things/t/jobs/notify"
 
@@ -49,15 +49,17 @@ def linked(**options):
     broker = server.accept()[0]
     server.close()
     session = Session(FakeClient(), response_ms=2000, **options)
-    session.mqtt.sock = _Link(device, session)
+    # As after a connect: the session's own socket, non-blocking, polled.
+    session._sock = device
+    device.setblocking(False)
+    session._poller.register(device, select.POLLIN)
     session.connected = True
     return session, broker
 
 
 def arrive(session, broker, payload, topic=TOPIC, qos=0):
     broker.write(publish_packet(topic, payload, qos))
-    session.mqtt.sock.setblocking(True)
-    assert session._wait_msg() is None
+    assert session._packet(True) == (0x30 | qos << 1, None)
 
 
 def case_receive_buffer_is_reused_only_when_its_message_is_done():
@@ -99,14 +101,51 @@ def case_large_message_goes_to_a_file_and_too_large_is_dropped():
     try:
         big = b'{"k": "' + b"v" * 1000 + b'"}'
         arrive(session, broker, big)
-        stored = session.take()[1]
-        assert isinstance(stored, Stored) and stored.size == len(big)
-        with open(stored.path, "rb") as f:
+        path, size = session.take()[1]
+        assert size == len(big)
+        with open(path, "rb") as f:
             assert f.read() == big
         arrive(session, broker, b"x" * 5000)
         assert session.take() is None and reported == ["message too large"] and session.oversized == 1
         arrive(session, broker, b"after")  # the stream is still in step
         assert bytes(session.take()[1]) == b"after"
+    finally:
+        broker.close()
+
+
+def case_a_burst_waits_in_the_socket_until_the_client_has_taken_each_message():
+    session, broker = linked()
+    try:
+        messages = [bytes([x]) * 1000 for x in b"ABCDEFGH"]
+        for payload in messages:
+            broker.write(publish_packet(TOPIC, payload))
+        got = []
+        while len(got) < len(messages):
+            assert session.wait(2000)
+            assert session.wait(0) and len(session.inbox) == 1  # nothing more is read while one waits
+            topic, msg = session.take()
+            assert isinstance(msg, memoryview)  # each in the receive buffer: none on the heap
+            got.append(bytes(msg))
+            session.release()
+        assert got == messages
+    finally:
+        broker.close()
+
+
+def case_publish_does_not_wait_for_its_puback_and_owes_it_within_response_ms():
+    session, broker = linked()
+    try:
+        broker.write(publish_packet(TOPIC, b"first"))
+        assert session.publish("t/x", b"{}")  # returns with the broker's message still unread
+        assert session._owed_at is not None and not session.inbox
+        assert broker.read(11) == b"\x32\x09\x00\x03t/x\x00\x01{}"
+        broker.write(b"\x40\x02\x00\x01")  # PUBACK
+        assert session.wait(2000) and bytes(session.take()[1]) == b"first"
+        session.release()
+        assert not session.wait(200) and session._owed_at is None and session.connected
+        assert session.publish("t/x", b"{}")
+        session.wait(2500)  # waits at most until the PUBACK is overdue
+        assert not session.wait(0) and not session.connected  # no PUBACK within response_ms: the link is dead
     finally:
         broker.close()
 

@@ -7,22 +7,15 @@ import time
 from micropython import const
 
 from iotjobs import payloads, topics
-from iotjobs.document import JobDocument, Stored, keep, read_envelope
 from iotjobs.errors import JobsError, RequestTimeout, already_applied, from_rejected
 from iotjobs.session import Session
 
-_API_NAMES = {
-    topics.GET_PENDING: "get",
-    topics.START_NEXT: "start-next",
-    topics.DESCRIBE: "describe",
-    topics.UPDATE: "update",
-}
 _RESYNC = const(7)  # our own describe("$next") after a reconnect, answered to the notify-next callback
-OUTBOX_FULL = "OutboxFull"
 
-# A request in flight: [token, kind, job_id, topic, payload, sent_at or None, status, details, caller_waits, args,
-# sends, expected_version] (an update's payload is made when it is first sent, with the expectedVersion known then:
-# see update(); sends counts the publishes begun, whether or not they got through).
+# A request in flight: [token, kind, job_id, topic, payload, sent_at or None, status, details, caller_waits,
+# (execution_number, include_document, step_timeout_min), sends, expected_version, answer] (an update's payload is
+# made when it is first sent, with the expectedVersion known then: see update(); sends counts the publishes begun,
+# whether or not they got through; answer is (ACCEPTED or REJECTED, payload) once it came).
 _TOKEN = const(0)
 _KIND = const(1)
 _JOB = const(2)
@@ -35,14 +28,18 @@ _WAITED = const(8)
 _ARGS = const(9)
 _SENDS = const(10)
 _EXPECTED = const(11)
-
-
-def _request(token, kind, job_id, topic, payload, waited=1):
-    return [token, kind, job_id, topic, payload, None, None, None, waited, None, 0, None]
+_ANSWER = const(12)
 
 
 def _report(reason, detail):
     print("iotjobs: %s: %s" % (reason, detail))
+
+
+def _update_body(request):
+    number, include_document, step_timeout_min = request[_ARGS]
+    # The state always comes back, so that the version is known for the next update.
+    return payloads.update(request[_TOKEN], request[_STATUS], request[_DETAILS], request[_EXPECTED], number, True,
+                           include_document, step_timeout_min)
 
 
 class JobsClient:
@@ -62,13 +59,12 @@ class JobsClient:
         self.dropped = 0
         self.resent = 0
         self._requests = []  # every request still waiting for its response, in the order it was made
-        self._arrived = {}  # clientToken -> (ACCEPTED or REJECTED, payload) not yet taken by its call
         self._versions = []  # [job_id, versionNumber] of the last few executions seen, to send expectedVersion
         self._on_notify = None
         self._on_notify_next = None
         self._on_error = _report
         # A random prefix per boot, so a response to a request sent before a reset cannot match a new one.
-        self._token_prefix = "".join("%02x" % b for b in os.urandom(4))
+        self._token_prefix = "%08x" % int.from_bytes(os.urandom(4), "big")
         self._count = 0
 
     @property
@@ -77,7 +73,10 @@ class JobsClient:
 
     def connect(self):
         """Connect MQTT and subscribe to this thing's response and notification topics; OSError if that fails."""
-        self.session.connect(topics.subscriptions(self.thing_name))
+        self.session.connect(self._subscriptions)
+
+    def _subscriptions(self):
+        return topics.subscriptions(self.thing_name)
 
     def disconnect(self):
         self.session.disconnect()
@@ -98,24 +97,21 @@ class JobsClient:
 
     def get_pending(self):
         """The thing's pending executions: {"inProgressJobs": [...], "queuedJobs": [...], ...}."""
-        token = self._token()
-        topic = topics.get_pending(self.thing_name)
-        payload = payloads.get_pending(token)
-        return self._call(_request(token, topics.GET_PENDING, None, topic, payload))
+        request = self._new(topics.GET_PENDING, None, topics.get_pending(self.thing_name))
+        request[_PAYLOAD] = payloads.get_pending(request[_TOKEN])
+        return self._call(request)
 
     def start_next(self, status_details=None, step_timeout_min=None):
         """Start the next pending execution and return it, or None when nothing is pending."""
-        token = self._token()
-        payload = payloads.start_next(token, status_details, step_timeout_min)
-        topic = topics.start_next(self.thing_name)
-        return self._call(_request(token, topics.START_NEXT, None, topic, payload)).get("execution")
+        request = self._new(topics.START_NEXT, None, topics.start_next(self.thing_name))
+        request[_PAYLOAD] = payloads.start_next(request[_TOKEN], status_details, step_timeout_min)
+        return self._call(request).get("execution")
 
     def describe(self, job_id=topics.NEXT, execution_number=None, include_document=True):
         """The execution of job_id (default: the next pending one), or None for $next with nothing pending."""
-        topic = topics.describe(self.thing_name, job_id)
-        token = self._token()
-        payload = payloads.describe(token, execution_number, include_document)
-        return self._call(_request(token, topics.DESCRIBE, job_id, topic, payload)).get("execution")
+        request = self._new(topics.DESCRIBE, job_id, topics.describe(self.thing_name, job_id))
+        request[_PAYLOAD] = payloads.describe(request[_TOKEN], execution_number, include_document)
+        return self._call(request).get("execution")
 
     def update(
         self,
@@ -135,26 +131,26 @@ class JobsClient:
         comes back as a success. Any other rejection raises JobsError, with the execution's state where the
         service sent it. One that times out stays queued and is still delivered: do not send it again.
         """
-        topic = topics.update(self.thing_name, job_id)
-        token = self._token()
-        args = (status_details, expected_version, execution_number, include_document, step_timeout_min)
-        self._update_payload(token, status, args, 0)  # refuses bad input before anything is queued
-        self._make_room(job_id)
-        request = _request(token, topics.UPDATE, job_id, topic, None)
+        request = self._new(topics.UPDATE, job_id, topics.update(self.thing_name, job_id))
         request[_STATUS] = status
         request[_DETAILS] = status_details
-        request[_ARGS] = args
+        request[_ARGS] = (execution_number, include_document, step_timeout_min)
         request[_EXPECTED] = expected_version
+        _update_body(request)  # refuses bad input before anything is queued
+        # Queued progress that was never sent is replaced by this update: only the latest details matter.
+        for queued in self._requests:
+            if (
+                queued[_KIND] == topics.UPDATE
+                and not queued[_WAITED]
+                and queued[_SENT_AT] is None
+                and queued[_JOB] == job_id
+                and queued[_STATUS] == payloads.IN_PROGRESS
+            ):
+                self._requests.remove(queued)
+                break
+        if self.outbox >= self.outbox_max:
+            raise JobsError("OutboxFull", "%d updates are still waiting for the service" % self.outbox)
         return self._call(request)
-
-    def _update_payload(self, token, status, args, expected_version):
-        details, explicit_version, execution_number, include_document, step_timeout_min = args
-        if explicit_version is not None:
-            expected_version = explicit_version
-        # The state always comes back, so that the version is known for the next update.
-        return payloads.update(
-            token, status, details, expected_version, execution_number, True, include_document, step_timeout_min
-        )
 
     def poll(self):
         """Handle whatever has arrived, without blocking on the broker; reconnects when that is due."""
@@ -163,7 +159,6 @@ class JobsClient:
             if not self.session.wait(0):
                 break
             self._handle_inbox()
-        self._handle_inbox()
         self._send_due()
 
     def wait(self, timeout_ms):
@@ -179,34 +174,35 @@ class JobsClient:
 
     # ---- requests and their responses ------------------------------------------------------------
 
-    def _token(self):
+    def _new(self, kind, job_id, topic, waited=1):
         self._count += 1
-        return "%s-%d" % (self._token_prefix, self._count)
+        token = "%s-%d" % (self._token_prefix, self._count)
+        return [token, kind, job_id, topic, None, None, None, None, waited, None, 0, None, None]
 
     def _call(self, request):
-        token = request[_TOKEN]
         self._requests.append(request)
         try:
             self._send_due()
             deadline = time.ticks_add(time.ticks_ms(), self.timeout_ms)
-            while token not in self._arrived:
+            while True:
                 self._handle_inbox()
-                if token in self._arrived:
+                if request[_ANSWER] is not None:
                     break
                 remaining = time.ticks_diff(deadline, time.ticks_ms())
                 if remaining <= 0:
                     raise RequestTimeout(
-                        "no response to %s within %d ms" % (_API_NAMES[request[_KIND]], self.timeout_ms)
+                        "no response to %s within %d ms"
+                        % (("get", "start-next", "describe", "update")[request[_KIND] - 1], self.timeout_ms)
                     )
                 self.session.wait(remaining)
                 self._send_due()
-            outcome, body = self._arrived.pop(token)
         finally:
-            if request[_KIND] == topics.UPDATE and token not in self._arrived:
+            if request[_ANSWER] is None and request[_KIND] == topics.UPDATE:
                 # Still owed to the service: kept and delivered, but nobody waits for the answer now.
                 request[_WAITED] = 0
             elif request in self._requests:
                 self._requests.remove(request)
+        outcome, body = request[_ANSWER]
         if outcome == topics.REJECTED:
             raise from_rejected(body)
         return body
@@ -218,24 +214,22 @@ class JobsClient:
         now = time.ticks_ms()
         head_seen = False
         for request in self._requests:
+            sent = request[_SENT_AT]
             if request[_KIND] == topics.UPDATE:
                 if head_seen:
                     continue
                 head_seen = True
-                sent = request[_SENT_AT]
                 if sent is not None and time.ticks_diff(now, sent) < self.timeout_ms:
                     continue
-            elif request[_SENT_AT] is not None:
+            elif sent is not None:
                 continue
-            if request[_SENT_AT] is not None:
+            if sent is not None:
                 self.resent += 1
             if request[_PAYLOAD] is None:
                 # Made now, not when update() was called: updates queued before it may have moved the version.
                 if request[_EXPECTED] is None:
                     request[_EXPECTED] = payloads.version_of(self._versions, request[_JOB])
-                request[_PAYLOAD] = self._update_payload(
-                    request[_TOKEN], request[_STATUS], request[_ARGS], request[_EXPECTED]
-                )
+                request[_PAYLOAD] = _update_body(request)
             # Marked before: a publish that fails half way may still have reached the service.
             request[_SENT_AT] = now
             request[_SENDS] += 1
@@ -244,21 +238,19 @@ class JobsClient:
 
     def _resume(self):
         """After a (re)connect: everything unanswered goes again, then ask what is next, as notifications were lost."""
-        first = self.session.connects == 1
         for request in self._requests[:]:
             if request[_KIND] == _RESYNC:
                 self._requests.remove(request)
             elif request[_SENT_AT] is not None:
                 self.resent += 1
                 request[_SENT_AT] = None
-        if not first and self._on_notify_next is not None:
-            token = self._token()
-            topic = topics.describe(self.thing_name, topics.NEXT)
-            resync = _request(token, _RESYNC, topics.NEXT, topic, payloads.describe(token), 0)
+        if self.session.connects > 1 and self._on_notify_next is not None:
+            resync = self._new(_RESYNC, topics.NEXT, topics.describe(self.thing_name, topics.NEXT), 0)
+            resync[_PAYLOAD] = payloads.describe(resync[_TOKEN])
             self._requests.append(resync)
         self._send_due()
 
-    def _finish(self, request, outcome, body):
+    def _finish(self, request, outcome, body, stored):
         self._requests.remove(request)
         kind = request[_KIND]
         state = body.get("executionState")
@@ -267,7 +259,13 @@ class JobsClient:
             payloads.track(self._versions, execution.get("jobId"), execution.get("versionNumber"))
         elif isinstance(state, dict) and kind == topics.UPDATE:
             payloads.track(self._versions, request[_JOB], state.get("versionNumber"))
-        if outcome == topics.REJECTED and kind == topics.UPDATE and self._already_applied(request, body):
+        # Only an update sent more than once may have been applied by an earlier copy whose answer was lost.
+        if (
+            outcome == topics.REJECTED
+            and kind == topics.UPDATE
+            and request[_SENDS] > 1
+            and already_applied(body.get("code"), state, request[_STATUS], request[_DETAILS], request[_EXPECTED])
+        ):
             # What the accepted answer to the earlier attempt would have said.
             outcome = topics.ACCEPTED
             body = {"executionState": state, "timestamp": body.get("timestamp"), "clientToken": body.get("clientToken")}
@@ -275,89 +273,70 @@ class JobsClient:
             if outcome == topics.ACCEPTED:
                 self._dispatch(self._on_notify_next, body)
         elif request[_WAITED]:
-            self._keep_document(body)
-            self._arrived[request[_TOKEN]] = (outcome, body)
+            if stored and self.session.spill is not None:
+                # The caller may work on its document for long: its file must outlive the next large messages.
+                from iotjobs.document import JobDocument, keep
+
+                document = (execution if isinstance(execution, dict) else body).get("jobDocument")
+                if isinstance(document, JobDocument):
+                    keep(document, self.session.spill + "_doc.json")
+            request[_ANSWER] = (outcome, body)
         elif outcome == topics.REJECTED:
             self._on_error("queued update rejected", "%s: %s" % (request[_JOB], body.get("code")))
         self._send_due()
 
-    def _keep_document(self, body):
-        # The caller may work on it for long: its file must outlive the next large messages.
-        execution = body.get("execution")
-        document = execution.get("jobDocument") if isinstance(execution, dict) else body.get("jobDocument")
-        if isinstance(document, JobDocument) and self.session.spill is not None:
-            keep(document, self.session.spill + "_doc.json")
-
-    def _already_applied(self, request, body):
-        # Only an update sent more than once may have been applied by an earlier copy whose answer was lost.
-        if request[_SENDS] < 2:
-            return False
-        state = body.get("executionState")
-        return already_applied(body.get("code"), state, request[_STATUS], request[_DETAILS], request[_EXPECTED])
-
-    def _make_room(self, job_id):
-        """Drop queued progress that a newer update replaces; refuse when the queue is full of what must go."""
-        for request in self._requests:
-            if (
-                request[_KIND] == topics.UPDATE
-                and not request[_WAITED]
-                and request[_SENT_AT] is None
-                and request[_JOB] == job_id
-                and request[_STATUS] == payloads.IN_PROGRESS
-            ):
-                self._requests.remove(request)
-                break
-        if self.outbox >= self.outbox_max:
-            raise JobsError(OUTBOX_FULL, "%d updates are still waiting for the service" % self.outbox)
-
     # ---- incoming messages -----------------------------------------------------------------------
 
     def _handle_inbox(self):
+        session = self.session
         while True:
-            message = self.session.take()
+            message = session.take()
             if message is None:
                 return
-            self._handle(message[0], message[1])
+            topic, msg = message
+            del message
+            matched = topics.match(topic, self.thing_name)
+            stored = isinstance(msg, tuple)
+            body = None
+            try:
+                if matched is None:
+                    reason = "unknown topic"
+                else:
+                    if stored:
+                        # Too large for the receive buffer, it is in a file (see Session.take).
+                        from iotjobs.document import read_envelope
 
-    def _handle(self, topic, msg):
-        matched = topics.match(topic, self.thing_name)
-        if matched is None:
-            self.session.release()
-            self._drop("unknown topic", topic)
-            return
-        kind, job_id, outcome = matched
-        try:
-            if isinstance(msg, Stored):
-                body = read_envelope(msg.path, msg.size, self.document_budget)
+                        body = read_envelope(msg[0], msg[1], self.document_budget)
+                    else:
+                        body = json.loads(msg)
+                    reason = "not a JSON object"
+            except ValueError:
+                reason = "invalid JSON"
+            except MemoryError:
+                reason = "message too large to parse"
+            finally:
+                del msg
+                session.release()
+            if not isinstance(body, dict):
+                self._drop(reason, topic)
+                continue
+            kind, job_id, outcome = matched
+            if kind == topics.NOTIFY:
+                self._dispatch(self._on_notify, body)
+            elif kind == topics.NOTIFY_NEXT:
+                self._dispatch(self._on_notify_next, body)
             else:
-                body = json.loads(msg)
-        except ValueError:
-            self._drop("invalid JSON", topic)
-            return
-        except MemoryError:
-            self._drop("message too large to parse", topic)
-            return
-        finally:
-            del msg
-            self.session.release()
-        if not isinstance(body, dict):
-            self._drop("not a JSON object", topic)
-            return
-        if kind == topics.NOTIFY:
-            self._dispatch(self._on_notify, body)
-            return
-        if kind == topics.NOTIFY_NEXT:
-            self._dispatch(self._on_notify_next, body)
-            return
-        token = body.get("clientToken")
-        for request in self._requests:
-            if request[_TOKEN] == token:
-                expected = topics.DESCRIBE if request[_KIND] == _RESYNC else request[_KIND]
-                if expected == kind and request[_JOB] == job_id:
-                    self._finish(request, outcome, body)
-                    return
-                break
-        self._drop("no call waits for this response", topic)
+                token = body.get("clientToken")
+                for request in self._requests:
+                    if request[_TOKEN] == token:
+                        break
+                else:
+                    request = None
+                if request is not None and request[_JOB] == job_id and \
+                        (topics.DESCRIBE if request[_KIND] == _RESYNC else request[_KIND]) == kind:
+                    self._finish(request, outcome, body, stored)
+                else:
+                    self._drop("no call waits for this response", topic)
 
     def _dispatch(self, callback, body):
         if callback is None:
@@ -370,6 +349,3 @@ class JobsClient:
     def _drop(self, reason, detail):
         self.dropped += 1
         self._on_error(reason, detail)
-
-
-__all__ = ["JobsClient", "JobsError", "RequestTimeout"]

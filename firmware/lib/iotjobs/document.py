@@ -174,14 +174,6 @@ class JobDocument:
 _MISSING = object()
 
 
-class Stored:
-    """A received message that went to a file rather than the heap."""
-
-    def __init__(self, path, size):
-        self.path = path
-        self.size = size
-
-
 def read_envelope(path, size, budget):
     """A response or notification stored in a file, as a dict; job documents over budget bytes stay JobDocuments."""
     with open(path, "rb") as f:
