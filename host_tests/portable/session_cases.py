@@ -119,7 +119,7 @@ def case_a_burst_waits_in_the_socket_until_the_client_has_taken_each_message():
         messages = [bytes([x]) * 1000 for x in b"ABCDEFGH"]
         for payload in messages:
             broker.write(publish_packet(TOPIC, payload))
-        got = []
+        got = []  # type: list[bytes]
         while len(got) < len(messages):
             assert session.wait(2000)
             assert session.wait(0) and len(session.inbox) == 1  # nothing more is read while one waits

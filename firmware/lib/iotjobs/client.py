@@ -10,12 +10,14 @@ from iotjobs import payloads, topics
 from iotjobs.errors import JobsError, RequestTimeout, already_applied, from_rejected
 from iotjobs.session import Session
 
-_RESYNC = const(7)  # our own describe("$next") after a reconnect, answered to the notify-next callback
+# Our own describe("$next") after a reconnect, answered to the notify-next callback.
+_RESYNC = const("resync")
 
-# A request in flight: [token, kind, job_id, topic, payload, sent_at or None, status, details, caller_waits,
-# (execution_number, include_document, step_timeout_min), sends, expected_version, answer] (an update's payload is
-# made when it is first sent, with the expectedVersion known then: see update(); sends counts the publishes begun,
-# whether or not they got through; answer is (ACCEPTED or REJECTED, payload) once it came).
+# A request in flight: [token, kind (the request's name in its topic, or _RESYNC), job_id, topic, payload, sent_at or
+# None, status, details, caller_waits, (execution_number, include_document, step_timeout_min), sends,
+# expected_version, answer] (an update's payload is made when it is first sent, with the expectedVersion known then:
+# see update(); sends counts the publishes begun, whether or not they got through; answer is (accepted, payload) once
+# it came).
 _TOKEN = const(0)
 _KIND = const(1)
 _JOB = const(2)
@@ -97,19 +99,19 @@ class JobsClient:
 
     def get_pending(self):
         """The thing's pending executions: {"inProgressJobs": [...], "queuedJobs": [...], ...}."""
-        request = self._new(topics.GET_PENDING, None, topics.get_pending(self.thing_name))
-        request[_PAYLOAD] = payloads.get_pending(request[_TOKEN])
+        request = self._new("get", None, topics.get_pending(self.thing_name))
+        request[_PAYLOAD] = payloads.describe(request[_TOKEN])
         return self._call(request)
 
     def start_next(self, status_details=None, step_timeout_min=None):
         """Start the next pending execution and return it, or None when nothing is pending."""
-        request = self._new(topics.START_NEXT, None, topics.start_next(self.thing_name))
+        request = self._new("start-next", None, topics.start_next(self.thing_name))
         request[_PAYLOAD] = payloads.start_next(request[_TOKEN], status_details, step_timeout_min)
         return self._call(request).get("execution")
 
     def describe(self, job_id=topics.NEXT, execution_number=None, include_document=True):
         """The execution of job_id (default: the next pending one), or None for $next with nothing pending."""
-        request = self._new(topics.DESCRIBE, job_id, topics.describe(self.thing_name, job_id))
+        request = self._new("describe", job_id, topics.describe(self.thing_name, job_id))
         request[_PAYLOAD] = payloads.describe(request[_TOKEN], execution_number, include_document)
         return self._call(request).get("execution")
 
@@ -131,7 +133,7 @@ class JobsClient:
         comes back as a success. Any other rejection raises JobsError, with the execution's state where the
         service sent it. One that times out stays queued and is still delivered: do not send it again.
         """
-        request = self._new(topics.UPDATE, job_id, topics.update(self.thing_name, job_id))
+        request = self._new("update", job_id, topics.update(self.thing_name, job_id))
         request[_STATUS] = status
         request[_DETAILS] = status_details
         request[_ARGS] = (execution_number, include_document, step_timeout_min)
@@ -140,7 +142,7 @@ class JobsClient:
         # Queued progress that was never sent is replaced by this update: only the latest details matter.
         for queued in self._requests:
             if (
-                queued[_KIND] == topics.UPDATE
+                queued[_KIND] == "update"
                 and not queued[_WAITED]
                 and queued[_SENT_AT] is None
                 and queued[_JOB] == job_id
@@ -170,7 +172,11 @@ class JobsClient:
     @property
     def outbox(self):
         """How many updates are waiting to be sent or answered."""
-        return sum(1 for r in self._requests if r[_KIND] == topics.UPDATE)
+        n = 0
+        for request in self._requests:
+            if request[_KIND] == "update":
+                n += 1
+        return n
 
     # ---- requests and their responses ------------------------------------------------------------
 
@@ -190,20 +196,17 @@ class JobsClient:
                     break
                 remaining = time.ticks_diff(deadline, time.ticks_ms())
                 if remaining <= 0:
-                    raise RequestTimeout(
-                        "no response to %s within %d ms"
-                        % (("get", "start-next", "describe", "update")[request[_KIND] - 1], self.timeout_ms)
-                    )
+                    raise RequestTimeout("no response to %s within %d ms" % (request[_KIND], self.timeout_ms))
                 self.session.wait(remaining)
                 self._send_due()
         finally:
-            if request[_ANSWER] is None and request[_KIND] == topics.UPDATE:
+            if request[_ANSWER] is None and request[_KIND] == "update":
                 # Still owed to the service: kept and delivered, but nobody waits for the answer now.
                 request[_WAITED] = 0
             elif request in self._requests:
                 self._requests.remove(request)
-        outcome, body = request[_ANSWER]
-        if outcome == topics.REJECTED:
+        accepted, body = request[_ANSWER]
+        if not accepted:
             raise from_rejected(body)
         return body
 
@@ -215,7 +218,7 @@ class JobsClient:
         head_seen = False
         for request in self._requests:
             sent = request[_SENT_AT]
-            if request[_KIND] == topics.UPDATE:
+            if request[_KIND] == "update":
                 if head_seen:
                     continue
                 head_seen = True
@@ -250,27 +253,27 @@ class JobsClient:
             self._requests.append(resync)
         self._send_due()
 
-    def _finish(self, request, outcome, body, stored):
+    def _finish(self, request, accepted, body, stored):
         self._requests.remove(request)
         kind = request[_KIND]
         state = body.get("executionState")
         execution = body.get("execution")
         if isinstance(execution, dict):
             payloads.track(self._versions, execution.get("jobId"), execution.get("versionNumber"))
-        elif isinstance(state, dict) and kind == topics.UPDATE:
+        elif isinstance(state, dict) and kind == "update":
             payloads.track(self._versions, request[_JOB], state.get("versionNumber"))
         # Only an update sent more than once may have been applied by an earlier copy whose answer was lost.
         if (
-            outcome == topics.REJECTED
-            and kind == topics.UPDATE
+            not accepted
+            and kind == "update"
             and request[_SENDS] > 1
             and already_applied(body.get("code"), state, request[_STATUS], request[_DETAILS], request[_EXPECTED])
         ):
             # What the accepted answer to the earlier attempt would have said.
-            outcome = topics.ACCEPTED
+            accepted = True
             body = {"executionState": state, "timestamp": body.get("timestamp"), "clientToken": body.get("clientToken")}
         if kind == _RESYNC:
-            if outcome == topics.ACCEPTED:
+            if accepted:
                 self._dispatch(self._on_notify_next, body)
         elif request[_WAITED]:
             if stored and self.session.spill is not None:
@@ -280,8 +283,8 @@ class JobsClient:
                 document = (execution if isinstance(execution, dict) else body).get("jobDocument")
                 if isinstance(document, JobDocument):
                     keep(document, self.session.spill + "_doc.json")
-            request[_ANSWER] = (outcome, body)
-        elif outcome == topics.REJECTED:
+            request[_ANSWER] = (accepted, body)
+        elif not accepted:
             self._on_error("queued update rejected", "%s: %s" % (request[_JOB], body.get("code")))
         self._send_due()
 
@@ -320,10 +323,10 @@ class JobsClient:
             if not isinstance(body, dict):
                 self._drop(reason, topic)
                 continue
-            kind, job_id, outcome = matched
-            if kind == topics.NOTIFY:
+            kind, job_id, accepted = matched
+            if kind == "notify":
                 self._dispatch(self._on_notify, body)
-            elif kind == topics.NOTIFY_NEXT:
+            elif kind == "notify-next":
                 self._dispatch(self._on_notify_next, body)
             else:
                 token = body.get("clientToken")
@@ -333,8 +336,8 @@ class JobsClient:
                 else:
                     request = None
                 if request is not None and request[_JOB] == job_id and \
-                        (topics.DESCRIBE if request[_KIND] == _RESYNC else request[_KIND]) == kind:
-                    self._finish(request, outcome, body, stored)
+                        ("describe" if request[_KIND] == _RESYNC else request[_KIND]) == kind:
+                    self._finish(request, accepted, body, stored)
                 else:
                     self._drop("no call waits for this response", topic)
 

@@ -6,11 +6,6 @@ import os
 from micropython import const
 
 _CHUNK = const(256)
-_SPACE = b" \t\r\n"
-_QUOTE = const(0x22)
-_BACKSLASH = const(0x5C)
-_OPEN = b"{["
-_CLOSE = b"}]"
 
 
 class _Scanner:
@@ -23,31 +18,23 @@ class _Scanner:
         self.base = start
         self.buf = b""
 
-    def _at(self):
-        # The byte at pos, or -1 past the end.
-        i = self.pos - self.base
-        if i < 0 or i >= len(self.buf):
-            if self.pos >= self.end:
-                return -1
-            self.f.seek(self.pos)
-            self.buf = self.f.read(min(_CHUNK, self.end - self.pos))
-            self.base = self.pos
-            if not self.buf:
-                return -1
-            i = 0
-        return self.buf[i]
-
-    def _space(self):
-        c = self._at()
-        while c >= 0 and c in _SPACE:
+    def _at(self, space=False):
+        # The byte at pos (past whitespace first, if space), or -1 past the end.
+        while True:
+            i = self.pos - self.base
+            if i < 0 or i >= len(self.buf):
+                if self.pos >= self.end:
+                    return -1
+                self.f.seek(self.pos)
+                self.buf = self.f.read(min(_CHUNK, self.end - self.pos))
+                self.base = self.pos
+                if not self.buf:
+                    return -1
+                i = 0
+            c = self.buf[i]
+            if not space or c not in b" \t\r\n":
+                return c
             self.pos += 1
-            c = self._at()
-        return c
-
-    def _expect(self, wanted):
-        if self._space() != wanted:
-            raise ValueError("malformed JSON at byte %d" % self.pos)
-        self.pos += 1
 
     def _skip_string(self):
         self.pos += 1  # the opening quote
@@ -70,22 +57,22 @@ class _Scanner:
 
     def skip_value(self):
         """Move past one value; return its (start, end)."""
-        c = self._space()
+        c = self._at(True)
         start = self.pos
-        if c == _QUOTE:
+        if c == 0x22:  # "
             self._skip_string()
-        elif c >= 0 and c in _OPEN:
+        elif c >= 0 and c in b"{[":
             depth = 0
             while True:
                 c = self._at()
                 if c < 0:
                     raise ValueError("unterminated JSON value")
-                if c == _QUOTE:
+                if c == 0x22:
                     self._skip_string()
                     continue
-                if c in _OPEN:
+                if c in b"{[":
                     depth += 1
-                elif c in _CLOSE:
+                elif c in b"}]":
                     depth -= 1
                     if depth == 0:
                         self.pos += 1
@@ -105,23 +92,26 @@ class _Scanner:
 
     def members(self):
         """(key, start, end) of each member of the object that starts here."""
-        self._expect(0x7B)
-        if self._space() == 0x7D:
+        if self._at(True) != 0x7B:  # {
+            raise ValueError("malformed JSON at byte %d" % self.pos)
+        self.pos += 1
+        if self._at(True) == 0x7D:  # }
             self.pos += 1
             return
         while True:
-            if self._space() != _QUOTE:
+            if self._at(True) != 0x22:
                 raise ValueError("malformed JSON object key at byte %d" % self.pos)
-            key_start, key_end = self.skip_value()
-            key = json.loads(self.text(key_start, key_end))
-            self._expect(0x3A)
+            key = json.loads(self.text(*self.skip_value()))
+            if self._at(True) != 0x3A:  # :
+                raise ValueError("malformed JSON at byte %d" % self.pos)
+            self.pos += 1
             start, end = self.skip_value()
             yield key, start, end
-            c = self._space()
+            c = self._at(True)
             self.pos += 1
             if c == 0x7D:
                 return
-            if c != 0x2C:
+            if c != 0x2C:  # ,
                 raise ValueError("malformed JSON object at byte %d" % (self.pos - 1))
 
 
@@ -143,10 +133,10 @@ class JobDocument:
         return default
 
     def __getitem__(self, key):
-        missing = self.get(key, _MISSING)
-        if missing is _MISSING:
+        value = self.get(key, self)  # the document itself stands for "missing": no JSON value is it
+        if value is self:
             raise KeyError(key)
-        return missing
+        return value
 
     def chunks(self, size=_CHUNK):
         """The document's JSON text, size bytes at a time."""
@@ -169,9 +159,6 @@ class JobDocument:
     def load(self):
         """The whole document parsed: as costly as json.loads of the text."""
         return json.loads(self.read())
-
-
-_MISSING = object()
 
 
 def read_envelope(path, size, budget):

@@ -14,26 +14,6 @@ class DownloadError(Exception):
     """The download failed: HTTP status, size limit, length or SHA-256 mismatch, or a broken link."""
 
 
-def parse_url(url):
-    """(https, host, port, target) from an http:// or https:// URL."""
-    if url.startswith("https://"):
-        https, rest = True, url[8:]
-    elif url.startswith("http://"):
-        https, rest = False, url[7:]
-    else:
-        raise DownloadError("only http:// and https:// URLs can be downloaded")
-    slash = rest.find("/")
-    hostport, target = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
-    port = 443 if https else 80
-    colon = hostport.rfind(":")
-    if colon > 0 and "]" not in hostport[colon:]:
-        port = int(hostport[colon + 1 :])
-        hostport = hostport[:colon]
-    if not hostport:
-        raise DownloadError("URL has no host")
-    return https, hostport, port, target
-
-
 def _open(https, host, port, ca, timeout_s):
     sock = usocket.socket()
     try:
@@ -62,29 +42,26 @@ def _open(https, host, port, ca, timeout_s):
     return sock
 
 
-def _headers(sock):
-    status = sock.readline()
-    parts = status.split(None, 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
-        raise DownloadError("not an HTTP response")
-    code = int(parts[1])
-    length = None
-    while True:
-        line = sock.readline()
-        if not line or line == b"\r\n" or line == b"\n":
-            break
-        if line[:15].lower() == b"content-length:":
-            length = int(line[15:].strip())
-    return code, length
-
-
 def stream(url, sink, buf, sha256=None, size_max=None, on_progress=None, ca=None, timeout_s=20):
-    """GET url into sink(piece), buf filled before each call (the last piece may be shorter); (size, sha256 hex).
+    """GET url (http:// or https://) into sink(piece), buf filled before each call (the last piece may be shorter);
+    (size, sha256 hex).
 
     Nothing reaches sink when the response announces more than size_max bytes. on_progress(percent) at each 10%
     when the length is known.
     """
-    https, host, port, target = parse_url(url)
+    https = url.startswith("https://")
+    if not https and not url.startswith("http://"):
+        raise DownloadError("only http:// and https:// URLs can be downloaded")
+    rest = url[8 if https else 7 :]
+    slash = rest.find("/")
+    host, target = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
+    port = 443 if https else 80
+    colon = host.rfind(":")
+    if colon > 0 and "]" not in host[colon:]:
+        port = int(host[colon + 1 :])
+        host = host[:colon]
+    if not host:
+        raise DownloadError("URL has no host")
     # Never the query in messages: a presigned URL's signature is a credential.
     where = "%s%s" % (host, target.split("?", 1)[0])
     sock = _open(https, host, port, ca, timeout_s)
@@ -92,7 +69,17 @@ def stream(url, sink, buf, sha256=None, size_max=None, on_progress=None, ca=None
         # HTTP/1.0: no chunked transfer encoding to undo, and the server closes when the body ends.
         request = b"GET " + target.encode() + b" HTTP/1.0\r\nHost: " + host.encode()
         sock.write(request + b"\r\nUser-Agent: iotjobs\r\n\r\n")
-        code, length = _headers(sock)
+        parts = sock.readline().split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
+            raise DownloadError("not an HTTP response")
+        code = int(parts[1])
+        length = None
+        while True:
+            line = sock.readline()
+            if not line or line == b"\r\n" or line == b"\n":
+                break
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:].strip())
         if code != 200:
             raise DownloadError("HTTP %d from %s" % (code, where))
         if size_max is not None and length is not None and length > size_max:

@@ -1,30 +1,17 @@
 """The errors a Jobs call can end with: the service's rejections and the client's own timeout."""
 
 # The nine ErrorCode values of the Jobs device API.
-INVALID_TOPIC = "InvalidTopic"
-INVALID_JSON = "InvalidJson"
-INVALID_REQUEST = "InvalidRequest"
-INVALID_STATE_TRANSITION = "InvalidStateTransition"
-RESOURCE_NOT_FOUND = "ResourceNotFound"
-VERSION_MISMATCH = "VersionMismatch"
-INTERNAL_ERROR = "InternalError"
-REQUEST_THROTTLED = "RequestThrottled"
-TERMINAL_STATE_REACHED = "TerminalStateReached"
-
 CODES = (
-    INVALID_TOPIC,
-    INVALID_JSON,
-    INVALID_REQUEST,
-    INVALID_STATE_TRANSITION,
-    RESOURCE_NOT_FOUND,
-    VERSION_MISMATCH,
-    INTERNAL_ERROR,
-    REQUEST_THROTTLED,
-    TERMINAL_STATE_REACHED,
+    "InvalidTopic",
+    "InvalidJson",
+    "InvalidRequest",
+    "InvalidStateTransition",
+    "ResourceNotFound",
+    "VersionMismatch",
+    "InternalError",
+    "RequestThrottled",
+    "TerminalStateReached",
 )
-
-# Worth trying again later, unchanged: the request itself was fine.
-RETRYABLE = (INTERNAL_ERROR, REQUEST_THROTTLED)
 
 
 class JobsError(Exception):
@@ -38,7 +25,8 @@ class JobsError(Exception):
 
     @property
     def retryable(self):
-        return self.code in RETRYABLE
+        """Worth trying again later, unchanged: the request itself was fine."""
+        return self.code in ("InternalError", "RequestThrottled")
 
     def __str__(self):
         return "%s: %s" % (self.code, self.message)
@@ -67,7 +55,7 @@ def already_applied(code, state, status, details, expected_version):
     a version past the one it expected. One that never said which version it expected and gave no statusDetails to
     recognise cannot be told from a refusal: it was refused.
     """
-    if code not in (VERSION_MISMATCH, INVALID_STATE_TRANSITION) or not isinstance(state, dict):
+    if code not in ("VersionMismatch", "InvalidStateTransition") or not isinstance(state, dict):
         return False
     if state.get("status") != status:
         return False

@@ -1,6 +1,5 @@
 """The built-in job handlers: download a file, reboot the board, set configuration keys, update the firmware."""
 
-from iotjobs import download as fetch
 from iotjobs import store
 from iotjobs.runner import Reboot
 
@@ -11,9 +10,6 @@ DOWNLOAD_CA = None  # path of a DER CA certificate: with it, https downloads ver
 CONFIG_PATH = "settings.json"
 # Run by new firmware before it confirms itself: falsy or raising means roll back; None: reaching the runner passes.
 OTA_SELF_TEST: object = None
-
-REBOOT_STEP = "rebooting"
-DOWNLOAD_STEP = "downloading"
 
 
 def _arg(params, name, index):
@@ -26,6 +22,8 @@ def _arg(params, name, index):
 
 def download(execution, progress):
     """{"operation": "download", "url", "path", "sha256"?, "maxSize"?}; or AWS-Download-File's args [url, path]."""
+    from iotjobs.download import get  # loaded by the first download job only
+
     params = execution.get("input") or {}
     url = _arg(params, "url", 0)
     path = _arg(params, "path", 1)
@@ -38,21 +36,18 @@ def download(execution, progress):
     asked = params.get("maxSize")
     if isinstance(asked, int) and 0 < asked < size_max:
         size_max = asked
-
-    def on_progress(percent):
-        progress({"progress": "%d%%" % percent}, DOWNLOAD_STEP)
-
-    # After a reset mid-download the checkpoint is DOWNLOAD_STEP: the partial file is simply started over.
-    progress({"progress": "0%"}, DOWNLOAD_STEP)
-    size, digest = fetch.get(url, path, sha256, size_max, on_progress, DOWNLOAD_CA)
+    # After a reset mid-download the checkpoint is "downloading": the partial file is simply started over.
+    progress({"progress": "0%"}, "downloading")
+    size, digest = get(url, path, sha256, size_max, lambda percent: progress({"progress": "%d%%" % percent},
+                                                                               "downloading"), DOWNLOAD_CA)
     return {"path": path, "size": str(size), "sha256": digest}
 
 
 def reboot(execution, progress):
     """Checkpoint, then have the runner reset the board; SUCCEEDED is reported after the restart."""
-    if execution.get("checkpoint") == REBOOT_STEP:
+    if execution.get("checkpoint") == "rebooting":
         return {"rebooted": "true"}
-    progress({"state": "rebooting"}, REBOOT_STEP)
+    progress({"state": "rebooting"}, "rebooting")
     raise Reboot()
 
 

@@ -9,38 +9,27 @@ from micropython import const
 
 from iotjobs import net, payloads, topics
 from iotjobs.document import JobDocument, read_envelope
-from iotjobs.errors import (
-    INTERNAL_ERROR,
-    INVALID_REQUEST,
-    INVALID_STATE_TRANSITION,
-    REQUEST_THROTTLED,
-    RESOURCE_NOT_FOUND,
-    TERMINAL_STATE_REACHED,
-    VERSION_MISMATCH,
-    JobsError,
-    RequestTimeout,
-    already_applied,
-)
+from iotjobs.errors import JobsError, RequestTimeout, already_applied
 from iotjobs.tls import context, read_der
 
 # iot-jobs-data's error types (x-amzn-ErrorType, less "Exception") and the MQTT API's code for each.
 _ERROR_TYPES = (
-    ("InvalidRequest", INVALID_REQUEST),
-    ("ResourceNotFound", RESOURCE_NOT_FOUND),
-    ("InvalidStateTransition", INVALID_STATE_TRANSITION),
-    ("VersionConflict", VERSION_MISMATCH),
-    ("TerminalState", TERMINAL_STATE_REACHED),
-    ("Throttling", REQUEST_THROTTLED),
-    ("ServiceUnavailable", INTERNAL_ERROR),
-    ("InternalFailure", INTERNAL_ERROR),
+    ("InvalidRequest", "InvalidRequest"),
+    ("ResourceNotFound", "ResourceNotFound"),
+    ("InvalidStateTransition", "InvalidStateTransition"),
+    ("VersionConflict", "VersionMismatch"),
+    ("TerminalState", "TerminalStateReached"),
+    ("Throttling", "RequestThrottled"),
+    ("ServiceUnavailable", "InternalError"),
+    ("InternalFailure", "InternalError"),
 )
 # The code a status means when the response names no error type.
 _STATUSES = (
-    (400, INVALID_REQUEST),
-    (404, RESOURCE_NOT_FOUND),
-    (409, INVALID_STATE_TRANSITION),
-    (410, TERMINAL_STATE_REACHED),
-    (429, REQUEST_THROTTLED),
+    (400, "InvalidRequest"),
+    (404, "ResourceNotFound"),
+    (409, "InvalidStateTransition"),
+    (410, "TerminalStateReached"),
+    (429, "RequestThrottled"),
 )
 _ESCAPES = {
     0x22: b'"',
@@ -75,14 +64,14 @@ def error_of(status, error_type, body):
             if status == number:
                 code = mapped
         if code is None and status >= 500:
-            code = INTERNAL_ERROR
+            code = "InternalError"
     state = body.get("executionState")
     if not isinstance(state, dict):
         state = None
     # iot-jobs-data has no version conflict error: it refuses a stale expectedVersion as an invalid transition.
     # An execution still QUEUED or IN_PROGRESS takes any status a device reports, so then that is what it was.
-    if code == INVALID_STATE_TRANSITION and state is not None and state.get("status") in ("QUEUED", "IN_PROGRESS"):
-        code = VERSION_MISMATCH
+    if code == "InvalidStateTransition" and state is not None and state.get("status") in ("QUEUED", "IN_PROGRESS"):
+        code = "VersionMismatch"
     message = body.get("message") or body.get("Message")
     return JobsError(code or name or "HTTP%d" % status, message if isinstance(message, str) else "HTTP %d" % status,
                      state)
@@ -272,7 +261,7 @@ class JobsHttpsClient:
             return self._call("describe", "GET", path).get("execution")
         except JobsError as e:
             # Over HTTPS "nothing pending" is a 404; over MQTT it is an answer without an execution.
-            if job_id == topics.NEXT and e.code == RESOURCE_NOT_FOUND:
+            if job_id == topics.NEXT and e.code == "ResourceNotFound":
                 return None
             raise
 

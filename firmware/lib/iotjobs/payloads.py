@@ -4,24 +4,15 @@ import json
 
 from micropython import const
 
+from iotjobs.topics import name_ok
+
 IN_PROGRESS = "IN_PROGRESS"
 SUCCEEDED = "SUCCEEDED"
 FAILED = "FAILED"
 REJECTED = "REJECTED"
 # The only statuses a device may report; the others are set by the service.
-DEVICE_STATUSES = (IN_PROGRESS, SUCCEEDED, FAILED, REJECTED)
-TERMINAL_STATUSES = (SUCCEEDED, FAILED, REJECTED, "CANCELED", "TIMED_OUT", "REMOVED")
-
-DETAILS_MAX_PAIRS = const(10)
-DETAILS_KEY_MAX = const(128)
-DETAILS_VALUE_MAX = const(1024)
-STEP_TIMEOUT_MAX_MIN = const(10080)
+_DEVICE_STATUSES = const(("IN_PROGRESS", "SUCCEEDED", "FAILED", "REJECTED"))
 _VERSIONS_KEPT = const(4)
-
-
-def is_control(c):
-    """Whether the service refuses character c in a statusDetails value."""
-    return is_control_code(ord(c))
 
 
 def is_control_code(o):
@@ -57,53 +48,24 @@ def code_point(raw, i):
     return (b & 0x07) << 18 | (raw[i + 1] & 0x3F) << 12 | (raw[i + 2] & 0x3F) << 6 | raw[i + 3] & 0x3F, 4
 
 
-def is_key_byte(b):
-    """Whether byte b may stand in a statusDetails key: a-z A-Z 0-9 : _ -."""
-    return 97 <= b <= 122 or 65 <= b <= 90 or 48 <= b <= 58 or b == 95 or b == 45
-
-
-def _key_ok(key):
-    if not isinstance(key, str) or not 0 < len(key) <= DETAILS_KEY_MAX:
-        return False
-    for b in key.encode():
-        if not is_key_byte(b):
-            return False
-    return True
-
-
-def _control_in(value):
-    """The first character of value the service refuses, or None."""
-    raw = value.encode()
-    i = 0
-    while i < len(raw):
-        o, n = code_point(raw, i)
-        if is_control_code(o):
-            return raw[i : i + n].decode()
-        i += n
-    return None
-
-
-def check_status(status):
-    """Raise ValueError unless a device may report status."""
-    if status not in DEVICE_STATUSES:
-        raise ValueError("invalid status %r: a device reports one of %s" % (status, ", ".join(DEVICE_STATUSES)))
-    return status
-
-
 def check_status_details(details):
     """Raise ValueError unless details fits the service's statusDetails limits."""
     if not isinstance(details, dict):
         raise ValueError("statusDetails must be a dict of str to str")
-    if len(details) > DETAILS_MAX_PAIRS:
-        raise ValueError("statusDetails has %d pairs; at most %d" % (len(details), DETAILS_MAX_PAIRS))
+    if len(details) > 10:
+        raise ValueError("statusDetails has %d pairs; at most 10" % len(details))
     for key, value in details.items():
-        if not _key_ok(key):
+        if not name_ok(key, 128):
             raise ValueError("statusDetails key %r: 1-128 characters of a-z A-Z 0-9 : _ -" % (key,))
-        if not isinstance(value, str) or not 0 < len(value) <= DETAILS_VALUE_MAX:
+        if not isinstance(value, str) or not 0 < len(value) <= 1024:
             raise ValueError("statusDetails[%r] must be a str of 1-1024 characters" % (key,))
-        c = _control_in(value)
-        if c is not None:
-            raise ValueError("statusDetails[%r] has control character %r" % (key, c))
+        raw = value.encode()
+        i = 0
+        while i < len(raw):
+            o, n = code_point(raw, i)
+            if is_control_code(o):
+                raise ValueError("statusDetails[%r] has control character %r" % (key, raw[i : i + n].decode()))
+            i += n
     return details
 
 
@@ -111,10 +73,8 @@ def check_step_timeout(minutes, allow_cancel=False):
     """Raise ValueError unless minutes is a step timeout: 1-10080, or -1 (cancel) where allowed."""
     if isinstance(minutes, bool) or not isinstance(minutes, int):
         raise ValueError("stepTimeoutInMinutes must be an int")
-    if not (1 <= minutes <= STEP_TIMEOUT_MAX_MIN or (allow_cancel and minutes == -1)):
-        raise ValueError(
-            "stepTimeoutInMinutes %d: 1-10080%s" % (minutes, " or -1 to cancel" if allow_cancel else "")
-        )
+    if not (1 <= minutes <= 10080 or (allow_cancel and minutes == -1)):
+        raise ValueError("stepTimeoutInMinutes %d: 1-10080%s" % (minutes, " or -1 to cancel" if allow_cancel else ""))
     return minutes
 
 
@@ -125,35 +85,26 @@ def check_count(name, value):
     return value
 
 
-def _dump(request):
-    return json.dumps(request, separators=(",", ":"))
-
-
 # Over MQTT each request carries a clientToken; over HTTPS (token None) there is none to send.
-def _request(token):
-    return {"clientToken": token} if token is not None else {}
-
-
-def get_pending(token):
-    return _dump({"clientToken": token})
 
 
 def start_next(token, status_details=None, step_timeout_min=None):
-    request = _request(token)
+    request = {} if token is None else {"clientToken": token}
     if status_details is not None:
         request["statusDetails"] = check_status_details(status_details)
     if step_timeout_min is not None:
         request["stepTimeoutInMinutes"] = check_step_timeout(step_timeout_min)
-    return _dump(request)
+    return json.dumps(request, separators=(",", ":"))
 
 
 def describe(token, execution_number=None, include_document=True):
+    """describe's request; with the defaults, get_pending's too (a clientToken alone)."""
     request = {"clientToken": token}
     if execution_number is not None:
         request["executionNumber"] = check_count("executionNumber", execution_number)
     if not include_document:
         request["includeJobDocument"] = False
-    return _dump(request)
+    return json.dumps(request, separators=(",", ":"))
 
 
 def update(
@@ -166,8 +117,9 @@ def update(
     include_document=False,
     step_timeout_min=None,
 ):
-    request = _request(token)
-    request["status"] = check_status(status)
+    if status not in _DEVICE_STATUSES:
+        raise ValueError("invalid status %r: a device reports one of %s" % (status, ", ".join(_DEVICE_STATUSES)))
+    request = {"status": status} if token is None else {"clientToken": token, "status": status}
     if status_details is not None:
         request["statusDetails"] = check_status_details(status_details)
     # Numbers, as SDK v2 sends them; the service accepts digit strings too, but a device need not.
@@ -181,7 +133,7 @@ def update(
         request["includeJobDocument"] = True
     if step_timeout_min is not None:
         request["stepTimeoutInMinutes"] = check_step_timeout(step_timeout_min, True)
-    return _dump(request)
+    return json.dumps(request, separators=(",", ":"))
 
 
 def version_of(versions, job_id):

@@ -6,24 +6,16 @@ import time
 from micropython import const
 
 from iotjobs import payloads, store
-from iotjobs.document import JobDocument
 from iotjobs.errors import JobsError, RequestTimeout
-
-IN_PROGRESS = payloads.IN_PROGRESS
-SUCCEEDED = payloads.SUCCEEDED
-FAILED = payloads.FAILED
-REJECTED = payloads.REJECTED
+from iotjobs.topics import is_name_byte
 
 # The statusDetails key that carries the checkpoint, so that it survives even a lost flash file.
-CHECKPOINT_KEY = "checkpoint"
-# Managed-template handler names (AWS-Download-File, AWS-Reboot, ...) and the operation each one means here.
-TEMPLATE_HANDLERS = {"download-file": "download", "reboot": "reboot"}
+_CHECKPOINT = const("checkpoint")
 # Rejections of an update that mean the execution is no longer this device's to work on.
-_GONE = ("InvalidStateTransition", "ResourceNotFound", "TerminalStateReached")
-# A call that may work later, unchanged: no answer, a broken link, or a service (or outbox) that is busy.
-_LATER = (RequestTimeout, OSError)
-_BUSY = ("InternalError", "RequestThrottled", "OutboxFull")
-RETRY_MS = const(5000)  # after a failed call, the next try (at most describe_every_ms)
+_GONE = const(("InvalidStateTransition", "ResourceNotFound", "TerminalStateReached"))
+# A service (or outbox) that is busy: the same call may work later.
+_BUSY = const(("InternalError", "RequestThrottled", "OutboxFull"))
+_RETRY_MS = const(5000)  # after a failed call, the next try (at most describe_every_ms)
 _COUNTED_MS = const(1 << 20)  # ~17 minutes: far inside what ticks_diff spans on any port
 
 
@@ -60,14 +52,14 @@ def _clean_key(key):
     raw = str(key).encode()
     out = bytearray()
     i = 0
-    while i < len(raw) and len(out) < payloads.DETAILS_KEY_MAX:
+    while i < len(raw) and len(out) < 128:
         n = payloads.code_point(raw, i)[1]
-        out.append(raw[i] if n == 1 and payloads.is_key_byte(raw[i]) else 95)  # "_" for any other character
+        out.append(raw[i] if n == 1 and is_name_byte(raw[i]) else 95)  # "_" for any other character
         i += n
     return str(out, "utf-8")
 
 
-def clip_details(details, max_pairs=payloads.DETAILS_MAX_PAIRS):
+def clip_details(details, max_pairs=10):
     """statusDetails the service accepts, from any dict: str keys and values, no control characters, clipped."""
     out: dict = {}
     if not isinstance(details, dict):
@@ -79,17 +71,11 @@ def clip_details(details, max_pairs=payloads.DETAILS_MAX_PAIRS):
         value = details[key]
         if not isinstance(value, str):
             value = json.dumps(value) if isinstance(value, (int, float, bool, list, dict)) else str(value)
-        value = _clean(value, payloads.DETAILS_VALUE_MAX)
+        value = _clean(value, 1024)
         key = _clean_key(key)
         if key and value:
             out[key] = value
     return out
-
-
-def failure_details(error):
-    """FAILED statusDetails for an exception: its type and clipped message, never a traceback."""
-    message = str(error) or "no message"
-    return clip_details({"error": type(error).__name__, "message": message})
 
 
 def operation_of(document):
@@ -103,7 +89,8 @@ def operation_of(document):
             document = json.loads(document)
         except ValueError:
             return None, None, "job document is not JSON"
-    if not isinstance(document, (dict, JobDocument)):
+    # A dict, or a JobDocument left on flash: both have get().
+    if not hasattr(document, "get"):
         return None, None, "job document is not a JSON object"
     operation = document.get("operation")
     if isinstance(operation, str):
@@ -123,19 +110,13 @@ def operation_of(document):
     handler = action_input.get("handler")
     if not isinstance(handler, str):
         return None, None, "job document step names no handler"
-    # "download-file.sh" and "/opt/handlers/reboot.sh" name the same handler as "download-file" and "reboot".
+    # "download-file.sh" and "/opt/handlers/reboot.sh" name the same handler as "download-file" and "reboot",
+    # AWS-Download-File's and AWS-Reboot's; the first is our "download".
     name = handler.split("/")[-1]
     dot = name.rfind(".")
     if dot > 0:
         name = name[:dot]
-    return TEMPLATE_HANDLERS.get(name, name), action_input, None
-
-
-def _step_timeout(document):
-    minutes = document.get("stepTimeoutInMinutes") if isinstance(document, (dict, JobDocument)) else None
-    if isinstance(minutes, int) and not isinstance(minutes, bool) and 1 <= minutes <= payloads.STEP_TIMEOUT_MAX_MIN:
-        return minutes
-    return None
+    return "download" if name == "download-file" else name, action_input, None
 
 
 def _default_reset():
@@ -149,6 +130,10 @@ def _default_reset():
     import sys
 
     sys.exit(0)
+
+
+def _report(reason, detail):
+    print("iotjobs runner: %s: %s" % (reason, detail))
 
 
 class Runner:
@@ -204,7 +189,14 @@ class Runner:
         self.jc.poll()
         start = self._start
         if not start:
-            if not self._due():
+            now = time.ticks_ms()
+            elapsed = time.ticks_diff(now, self._last_check)
+            if elapsed < self._wait_ms:
+                # ticks_diff spans half the ticks period, 2**29 ms (6.2 days) on a 32-bit board, so a longer wait
+                # (a weekly describe) would never come due: what has passed is taken off the wait now and then.
+                if elapsed >= _COUNTED_MS:
+                    self._last_check = now
+                    self._wait_ms -= elapsed
                 return None
             self._checked(self.describe_every_ms)
             # The fallback for a lost notify-next: a cheap look without the document, then start_next only if needed.
@@ -212,8 +204,8 @@ class Runner:
                 # A client without notifications (iotjobs.https) is polled: start_next itself is the look.
                 start = not getattr(self.jc, "notifies", True) or self.jc.describe(include_document=False) is not None
             except (JobsError, RequestTimeout, OSError) as e:
-                self._report_error("describe $next failed", e)
-                self._checked(RETRY_MS)
+                _report("describe $next failed", e)
+                self._checked(_RETRY_MS)
                 return None
             if not start:
                 self._set_state("idle", None)
@@ -223,12 +215,20 @@ class Runner:
         try:
             execution = self.jc.start_next()
         except (JobsError, RequestTimeout, OSError) as e:
-            self._report_error("start_next failed", e)
-            self._checked(RETRY_MS)
+            _report("start_next failed", e)
+            self._checked(_RETRY_MS)
             return None
         if self._orphans:
             self._orphans = False
-            execution = self._committed_orphan(execution) or execution
+            # Canceled with force after its handler committed, an execution is no longer offered: it is finished
+            # anyway from what the state file kept, before the execution start_next gave (which stays IN_PROGRESS).
+            saved = store.read_json(self.state_path)
+            if isinstance(saved, dict) and saved.get("commit") and not saved.get("final"):
+                orphan = {"jobId": saved.get("jobId"), "executionNumber": saved.get("executionNumber"),
+                          "jobDocument": {"operation": saved["commit"]}}
+                if execution is None or execution.get("jobId") != orphan["jobId"] or \
+                        execution.get("executionNumber") != orphan["executionNumber"]:
+                    execution = orphan
         if execution is None:
             self._set_state("idle", None)
             return None
@@ -240,20 +240,8 @@ class Runner:
         else:
             # The outcome is on flash but not yet accepted: try again in a while, not in a tight loop.
             self._start = False
-            self._checked(RETRY_MS)
+            self._checked(_RETRY_MS)
         return outcome
-
-    def _due(self):
-        now = time.ticks_ms()
-        elapsed = time.ticks_diff(now, self._last_check)
-        if elapsed >= self._wait_ms:
-            return True
-        # ticks_diff spans half the ticks period, 2**29 ms (6.2 days) on a 32-bit board, so a longer wait (a
-        # weekly describe) would never come due: what has passed is taken off the wait now and then instead.
-        if elapsed >= _COUNTED_MS:
-            self._last_check = now
-            self._wait_ms -= elapsed
-        return False
 
     def _checked(self, wait_ms):
         self._last_check = time.ticks_ms()
@@ -276,19 +264,23 @@ class Runner:
             self._committed = saved.get("commit")
         else:
             details = execution.get("statusDetails")
-            if execution.get("status") == IN_PROGRESS and isinstance(details, dict):
-                checkpoint = details.get(CHECKPOINT_KEY)
+            if execution.get("status") == "IN_PROGRESS" and isinstance(details, dict):
+                checkpoint = details.get(_CHECKPOINT)
         document = execution.get("jobDocument")
         operation, params, reason = operation_of(document)
         handler = self.handlers.get(operation) if operation is not None else None
         if handler is None:
             if reason is None:
                 reason = "operation %r is not allowed on this device" % (operation,)
-            return self._finish(job_id, number, REJECTED, clip_details({"reason": reason}))
+            return self._finish(job_id, number, "REJECTED", clip_details({"reason": reason}))
         self._job = (job_id, number)
         self._operation = operation
         self._step = checkpoint
-        self._timeout = _step_timeout(document)
+        # A step timeout in the document goes with every update, so that each progress renews it.
+        minutes = document.get("stepTimeoutInMinutes") if hasattr(document, "get") else None
+        if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= 10080:
+            minutes = None
+        self._timeout = minutes
         self._suspect = False
         self._gone = None
         execution["checkpoint"] = checkpoint
@@ -300,7 +292,7 @@ class Runner:
             self._save(job_id, number, checkpoint)
             self._progress({"state": "resumed" if checkpoint is not None else "started"})
             result = handler(execution, self._progress)
-            status, details = SUCCEEDED, clip_details(result if result is not None else {})
+            status, details = "SUCCEEDED", clip_details(result if result is not None else {})
         except Canceled:
             self._job = None
             store.remove(self.state_path)
@@ -311,7 +303,8 @@ class Runner:
             self.reset()
             return None
         except Exception as e:  # any handler failure is the job's FAILED, not the device loop's end
-            status, details = FAILED, failure_details(e)
+            # Its type and clipped message, never a traceback.
+            status, details = "FAILED", clip_details({"error": type(e).__name__, "message": str(e) or "no message"})
         self._job = None
         return self._finish(job_id, number, status, details, self._step)
 
@@ -328,8 +321,18 @@ class Runner:
         job_id, number = self._job
         if self._committed is None:
             if self._gone is None and self._suspect:
+                # A notification no longer lists it: confirm before the handler is told.
                 self._suspect = False
-                self._confirm(job_id, number)
+                try:
+                    execution = self.jc.describe(job_id, number, include_document=False)
+                    status = execution.get("status") if execution else None
+                    if status != "IN_PROGRESS":
+                        self._gone = "execution is %s" % status
+                except JobsError as e:
+                    if e.code in _GONE:
+                        self._gone = "%s: %s" % (e.code, e.message)
+                except (RequestTimeout, OSError):
+                    pass
             if self._gone is not None:
                 raise Canceled(self._gone)
         if step is not None:
@@ -338,33 +341,20 @@ class Runner:
                 self._committed = self._operation
             self._save(job_id, number, step)
         if self._step is not None:
-            details = clip_details(details or {}, payloads.DETAILS_MAX_PAIRS - 1)
-            details[CHECKPOINT_KEY] = _clean(str(self._step), payloads.DETAILS_VALUE_MAX) or "-"
+            details = clip_details(details or {}, 9)
+            details[_CHECKPOINT] = _clean(str(self._step), 1024) or "-"
         else:
             details = clip_details(details or {})
         try:
-            self.jc.update(job_id, IN_PROGRESS, details, execution_number=number, step_timeout_min=self._timeout)
+            self.jc.update(job_id, "IN_PROGRESS", details, execution_number=number, step_timeout_min=self._timeout)
         except JobsError as e:
             if e.code in _GONE and self._committed is None:
                 self._gone = "%s: %s" % (e.code, e.message)
                 raise Canceled(self._gone) from None
             # Progress is best effort (throttled, busy, ...): the work goes on, the outcome is what must arrive.
-            self._report_error("progress update failed", e)
-        except _LATER as e:
-            self._report_error("progress update failed", e)
-
-    def _confirm(self, job_id, number):
-        try:
-            execution = self.jc.describe(job_id, number, include_document=False)
-        except JobsError as e:
-            if e.code in _GONE:
-                self._gone = "%s: %s" % (e.code, e.message)
-            return
-        except _LATER:
-            return
-        status = execution.get("status") if execution else None
-        if status != IN_PROGRESS:
-            self._gone = "execution is %s" % status
+            _report("progress update failed", e)
+        except (RequestTimeout, OSError) as e:
+            _report("progress update failed", e)
 
     def _finish(self, job_id, number, status, details, step=None):
         # Saved first: after a reset before the answer, this outcome is reported and the handler not run again.
@@ -381,15 +371,15 @@ class Runner:
             elif e.code in _GONE:
                 outcome = "canceled"
             elif e.code in _BUSY:
-                self._report_error("reporting %s failed" % status, e)
+                _report("reporting %s failed" % status, e)
                 return None
             else:
                 # Sending the same again would be refused the same way: give up on this execution.
-                self._report_error("reporting %s refused" % status, e)
+                _report("reporting %s refused" % status, e)
                 outcome = status.lower()
-        except _LATER as e:
+        except (RequestTimeout, OSError) as e:
             # Kept on flash; start_next returns this execution again while it is IN_PROGRESS, and then it is sent.
-            self._report_error("reporting %s failed" % status, e)
+            _report("reporting %s failed" % status, e)
             return None
         store.remove(self.state_path)
         self._set_state(outcome, job_id)
@@ -402,18 +392,6 @@ class Runner:
         elif self._committed is not None:
             state["commit"] = self._committed
         store.write_json(self.state_path, state)
-
-    def _committed_orphan(self, execution):
-        # Canceled with force after its handler committed, an execution is no longer offered: it is finished anyway
-        # from what the state file kept, before the execution start_next gave (which stays IN_PROGRESS for later).
-        saved = store.read_json(self.state_path)
-        if not isinstance(saved, dict) or not saved.get("commit") or saved.get("final"):
-            return None
-        job_id = saved.get("jobId")
-        number = saved.get("executionNumber")
-        if execution is not None and execution.get("jobId") == job_id and execution.get("executionNumber") == number:
-            return None
-        return {"jobId": job_id, "executionNumber": number, "jobDocument": {"operation": saved["commit"]}}
 
     # ---- notifications ---------------------------------------------------------------------------
 
@@ -435,7 +413,7 @@ class Runner:
             if jobs:
                 self._start = True
             return
-        running = jobs.get(IN_PROGRESS) or ()
+        running = jobs.get("IN_PROGRESS") or ()
         if not any(isinstance(j, dict) and j.get("jobId") == self._job[0] for j in running):
             self._suspect = True
 
@@ -448,7 +426,4 @@ class Runner:
             try:
                 self.on_state(name, job_id)
             except Exception as e:  # a broken LED must not stop the jobs
-                self._report_error("on_state raised", e)
-
-    def _report_error(self, reason, detail):
-        print("iotjobs runner: %s: %s" % (reason, detail))
+                _report("on_state raised", e)

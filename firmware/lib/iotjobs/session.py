@@ -102,7 +102,7 @@ class Session:
         self.spill = spill
         self._spill_turn = 0
         self.topics = None  # topics(): what to subscribe to after each connect
-        self.on_connect = None
+        self.on_connect = _ignore
         self.on_drop = _ignore
         self.connected = False
         self.inbox = []
@@ -166,14 +166,13 @@ class Session:
         self.connects += 1
         self._up_since = self._last_rx = self._last_tx = time.ticks_ms()
         self._owed_at = self.last_error = None
-        if self.on_connect is not None:
-            self.on_connect()
+        self.on_connect()
         return self.connected
 
     def _subscribe(self):
         # Ours, not umqtt.simple's: 1.3.4 writes SUBSCRIBE's length in one byte, which a topic of a thing name
         # longer than ~90 characters (128 are allowed) overflows. All are sent, then the SUBACKs read in order.
-        wanted = self.topics()
+        wanted = self.topics()  # type: ignore[misc]  # set by connect()
         first = self._pid
         for topic in wanted:
             self._pid = pid = self._pid % 0xFFFF + 1
@@ -322,23 +321,20 @@ class Session:
 
     # ---- the socket --------------------------------------------------------------------------------
 
-    def _deadline(self):
-        return time.ticks_add(time.ticks_ms(), self.response_ms)
-
     def _send(self, data):
         sock = self._sock
         poller = self._poller
         poller.modify(sock, select.POLLOUT)
-        net.transfer(sock.write, memoryview(data), self._deadline(), poller)
+        net.transfer(sock.write, memoryview(data), time.ticks_add(time.ticks_ms(), self.response_ms), poller)  # type: ignore[union-attr]
         poller.modify(sock, select.POLLIN)
         self._last_tx = time.ticks_ms()
 
     def _fill(self, view):
         """Fill view from the socket within response_ms."""
-        net.transfer(self._sock.readinto, view, self._deadline(), self._poller)
+        net.transfer(self._sock.readinto, view, time.ticks_add(time.ticks_ms(), self.response_ms), self._poller)  # type: ignore[union-attr]
 
     def _read(self, n):
-        data = self._sock.read(n) if n else b""
+        data = self._sock.read(n) if n else b""  # type: ignore[union-attr]
         if data is not None and len(data) == n:
             return data  # most reads find their bytes waiting: one allocation, no poll
         if data == b"":
@@ -352,7 +348,7 @@ class Session:
     def _packet(self, block):
         """Read one packet, if one has come (block: wait for it up to response_ms): (type, body), the body None
         for a PUBLISH, which goes to the inbox; None if none had come."""
-        first = self._sock.read(1)
+        first = self._sock.read(1)  # type: ignore[union-attr]
         if first is None and not block:
             return None
         if not first:

@@ -44,24 +44,21 @@ def read_json(path, default=None):
     return default
 
 
-def _finish_replace(path, tmp):
-    # A replace cut between its remove and its rename (FAT) left the only copy of the value in tmp: finish it
-    # before the next value's first bytes overwrite that copy. A half-written tmp never was the value: it stays,
-    # to be overwritten.
-    if _exists(path) or not _exists(tmp):
-        return
-    try:
-        with open(tmp) as f:
-            json.load(f)
-    except (OSError, ValueError):
-        return
-    os.rename(tmp, path)
-
-
 def write_json(path, value):
     """Replace path's content with value as JSON, atomically: a power cut at any moment leaves it or the old one."""
     tmp = path + ".tmp"
-    _finish_replace(path, tmp)
+    # A replace cut between its remove and its rename (FAT) left the only copy of the value in tmp: finish it
+    # before the next value's first bytes overwrite that copy. A half-written tmp never was the value: it stays,
+    # to be overwritten.
+    if not _exists(path):
+        try:
+            with open(tmp) as f:
+                json.load(f)
+            whole = True
+        except (OSError, ValueError):
+            whole = False
+        if whole:
+            os.rename(tmp, path)
     with open(tmp, "w") as f:
         # json.dump writes piece by piece, so a large value is never one string in RAM.
         json.dump(value, f)

@@ -14,20 +14,9 @@ def read_der(path, kind):
         raise OSError(e.args[0], "cannot read the %s file %s" % (kind, path)) from None
     if data[:10] == b"-----BEGIN":
         # Told here: MicroPython's TLS would only say "invalid cert" or "invalid key".
-        tool = "pkey" if kind == "key" else "x509"
         raise ValueError("the %s file %s is PEM; MicroPython's TLS takes DER: openssl %s -in %s -outform der -out %s"
-                         % (kind, path, tool, path, path.rsplit(".", 1)[0] + ".der"))
+                         % (kind, path, "pkey" if kind == "key" else "x509", path, path.rsplit(".", 1)[0] + ".der"))
     return data
-
-
-def _alias_ussl():
-    # umqtt.simple 1.3.4 does `import ussl` in connect(); the unix port and 1.23+ firmware have only `ssl`.
-    try:
-        import ussl  # noqa: F401
-    except ImportError:
-        import ssl
-
-        sys.modules["ussl"] = ssl
 
 
 def context(cert, key, ca):
@@ -57,5 +46,11 @@ def make_client(client_id, host, cert, key, ca, port=8883, keepalive=60, client_
     except TypeError:
         # umqtt.simple 1.4 has no ssl_params: it takes an SSLContext and wraps with server_hostname=host itself.
         return client_class(client_id, host, port, keepalive=keepalive, ssl=context(cert, key, ca))
-    _alias_ussl()
+    # umqtt.simple 1.3.4 does `import ussl` in connect(); the unix port and 1.23+ firmware have only `ssl`.
+    try:
+        import ussl  # noqa: F401
+    except ImportError:
+        import ssl
+
+        sys.modules["ussl"] = ssl
     return client
