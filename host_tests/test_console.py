@@ -27,10 +27,10 @@ from localjobs.cli import build_parser
 from localjobs.clock import ManualClock
 from localjobs.model import thing_arn
 from localjobs.service import JobsService
+from test_runner import RUNNER_HEAP
 
 ARN = "arn:aws:iot:us-east-1:123456789012:"
 SCRIPT = PORTABLE / "runner_scenarios.py"
-HEAP = "120k"  # test_runner's board-sized heap for the runner scenarios
 # The console shows what a board does; a board is a MicroPython port, whichever the suite has.
 BOARDS = [r for r in RUNTIMES if r != "cpython"]
 SCREENSHOT = ROOT / "build" / "console" / "job-page.png"
@@ -97,7 +97,7 @@ def execution_row(page: Page, thing: str) -> Any:
 
 def board(runtime: str, scenario: str, service: JobsService, thing: str, state: Path) -> subprocess.Popen[str]:
     broker = service.host, str(service.port)
-    return start(runtime, SCRIPT, scenario, *broker, thing, str(state), heapsize=HEAP)
+    return start(runtime, SCRIPT, scenario, *broker, thing, str(state), heapsize=RUNNER_HEAP)
 
 
 def finished(proc: subprocess.Popen[str], go: Path | None = None) -> Run:

@@ -26,14 +26,13 @@ from localjobs.certs import CertificateFolder
 from localjobs.model import thing_arn
 from localjobs.resources import ApiError
 from localjobs.service import JobsService
+from test_runner import RESET_EXIT_CODE, RUNNER_HEAP
 
 SCENARIOS = PORTABLE / "scenarios.py"
 HTTPS_SCENARIOS = PORTABLE / "https_scenarios.py"
 RUNNER = PORTABLE / "runner_scenarios.py"
 # Mbed TLS's handshake allocates from the MicroPython heap on the unix port: the same bound as the MQTT TLS tests.
 HTTPS_HEAP = "96k"
-RUNNER_HEAP = "120k"  # test_runner.py's
-RESET_EXIT_CODE = 211  # runner_scenarios' simulated reset
 DOC = {"operation": "greet", "steps": 2}
 WAIT = 30.0
 
