@@ -52,6 +52,12 @@ def main() -> None:
                    "heap32k_naive=%sk" % results["heap"]["heap32k_naive_k"],
                    "heap32k_https=%sk" % results["heap"]["heap32k_https_k"],
                    "heap32k_mqtts=%sk" % results["heap"]["heap32k_mqtts_k"]]
+        resident32 = results["heap"]["esp32like_resident"]
+        fields += ["esp32like_import_mpy=%.1fk" % (resident32["esp32like-mpy"]["core"] / 1024),
+                   "esp32like_import_frozen=%.1fk" % (resident32["esp32like"]["core"] / 1024),
+                   "esp32like_heap32k_mpy=%sk" % results["heap"]["heap32k_esp32like_mpy_ours_k"],
+                   "esp32like_heap32k_frozen=%sk" % results["heap"]["heap32k_esp32like_ours_k"],
+                   "esp32like_heap32k_naive=%sk" % results["heap"]["heap32k_esp32like_naive_k"]]
     if "ota" in results:
         fields.append("ota_1.5MiB_heap=%sk" % results["ota"]["runtimes"]["unix64"]["ota_k"])
     if "size" in results:

@@ -23,6 +23,7 @@ else:
     from iotjobs import JobsClient  # noqa: F401  (iotjobs itself loads it only when asked)
 
     core = gc.mem_alloc()
+    import iotjobs.download  # noqa: F401  (handlers load it for a download job only)
     import iotjobs.handlers  # noqa: F401
     import iotjobs.runner  # noqa: F401
     import iotjobs.tls  # noqa: F401

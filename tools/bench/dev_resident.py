@@ -12,7 +12,8 @@ from iotjobs import JobsClient  # noqa: E402, F401  (`import iotjobs` alone load
 
 gc.collect()
 core = gc.mem_alloc()
-import iotjobs.handlers  # noqa: E402, F401  (runner, download and store with it)
+import iotjobs.download  # noqa: E402, F401  (handlers load it for a download job only)
+import iotjobs.handlers  # noqa: E402, F401  (runner and store with it)
 import iotjobs.tls  # noqa: E402, F401
 
 gc.collect()

@@ -26,8 +26,10 @@ LARGE_DOC: dict[str, Any] = {"operation": "config", "settings": SETTINGS, "blob"
 LARGE_DOC["blob"] = "x" * (32700 - len(json.dumps(LARGE_DOC)))
 SCRIPTS = {"ours": "dev_cycle_ours.py", "naive": "dev_cycle_naive.py", "mqtts": "dev_cycle_ours.py",
            "https": "dev_cycle_https.py"}
-# Over TLS each trial's thing needs a certificate, recorded before the service starts: enough for a bisection.
-TLS_THINGS = 24
+# Over TLS each trial's thing needs a certificate, recorded before the service starts: enough for four bisections.
+TLS_THINGS = 48
+# The 32 KB cycles on the 32-bit build (runtime, client), beside the unix64 ones.
+ESP32LIKE_CYCLES = (("esp32like-mpy", "ours"), ("esp32like", "ours"), ("esp32like", "naive"))
 _things = itertools.count(1)
 
 
@@ -152,25 +154,34 @@ def measure(quick: bool = False) -> dict[str, Any]:
     figures["trials"].update({"mqtts": [], "https": []})
 
     def bisect(client: str, service: JobsService, broker: Mosquitto | None,
-               folder: CertificateFolder | None = None) -> None:
+               folder: CertificateFolder | None = None, runtime: str = "unix64") -> None:
+        key = client if runtime == "unix64" else "%s_%s" % (runtime.replace("-", "_"), client)
+
         def passes(kilobytes: int) -> bool:
-            ok = cycle_passes(service, broker, client, kilobytes, folder=folder)
-            figures["trials"][client].append([kilobytes, ok])
+            ok = cycle_passes(service, broker, client, kilobytes, runtime, folder)
+            figures["trials"].setdefault(key, []).append([kilobytes, ok])
             return ok
 
-        # 1k resolution between 16k (nothing fits) and 512k; the search needs ~9 device runs.
-        figures["heap32k_%s_k" % client] = smallest(passes, 16, 512)
+        # 1k resolution between 8k (nothing fits) and 512k; the search needs ~9 device runs.
+        figures["heap32k_%s_k" % key] = smallest(passes, 8, 512)
 
     with Mosquitto() as broker, JobsService(broker.host, broker.port) as service:
         for client in ("ours", "naive"):
             bisect(client, service, broker)
+        # The 32-bit build: the library as .mpy (on the build without it frozen) and frozen; the naive client on
+        # the frozen build, whose umqtt.simple is frozen as in ESP32 firmware.
+        for runtime, client in ESP32LIKE_CYCLES:
+            bisect(client, service, broker, runtime=runtime)
         figures["calls"] = per_call(service, broker, 5 if quick else 30)
     # HTTPS has no plain form: its peer is the MQTT client over the same mutual TLS (whose buffers the unix port's
-    # Mbed TLS takes from the MicroPython heap, as it does HTTPS's).
+    # Mbed TLS takes from the MicroPython heap, as it does HTTPS's; an ESP32's come from the IDF heap, outside it).
     with tls_service() as (service, folder):
         for client in ("mqtts", "https"):
             bisect(client, service, None, folder)
+        for runtime in ("esp32like-mpy", "esp32like"):
+            bisect("mqtts", service, None, folder, runtime)
     figures["import"] = import_cost()
+    figures["esp32like_resident"] = {runtime: resident(runtime) for runtime in ("esp32like-mpy", "esp32like")}
     figures["ratio_ours_to_naive"] = round(figures["heap32k_ours_k"] / figures["heap32k_naive_k"], 3)
     figures["ratio_https_to_mqtts"] = round(figures["heap32k_https_k"] / figures["heap32k_mqtts_k"], 3)
     return figures
@@ -185,6 +196,19 @@ def report(figures: dict[str, Any]) -> str:
         ["iotjobs over HTTPS (iotjobs.https)", "%dk" % figures["heap32k_https_k"]],
         ["HTTPS / MQTT over TLS", "%.2f" % figures["ratio_https_to_mqtts"]],
     ]), ""]
+    resident32 = figures["esp32like_resident"]
+    lines.append(table(["32-bit v1.27.0 build (esp32like)", ".mpy", "frozen"], [
+        ["resident after `from iotjobs import JobsClient`", "%.1f KB" % (resident32["esp32like-mpy"]["core"] / 1024),
+         "%.1f KB" % (resident32["esp32like"]["core"] / 1024)],
+        ["resident, whole package", "%.1f KB" % (resident32["esp32like-mpy"]["whole"] / 1024),
+         "%.1f KB" % (resident32["esp32like"]["whole"] / 1024)],
+        ["32 KB job cycle, smallest heap", "%dk" % figures["heap32k_esp32like_mpy_ours_k"],
+         "%dk" % figures["heap32k_esp32like_ours_k"]],
+        ["the same over mutual TLS (Mbed TLS on the GC heap here; an ESP32's IDF heap is outside it)",
+         "%dk" % figures["heap32k_esp32like_mpy_mqtts_k"], "%dk" % figures["heap32k_esp32like_mqtts_k"]],
+        ["naive client (umqtt.simple frozen + json.loads)", "", "%dk" % figures["heap32k_esp32like_naive_k"]],
+    ]))
+    lines.append("")
     imports = figures["import"]
     lines.append(table(["import (GC off)", "JobsClient", "whole package", "kept after gc"], [
         [form, "%d B" % imports[form]["core_alloc"], "%d B" % imports[form]["all_alloc"],
