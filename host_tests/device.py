@@ -74,3 +74,16 @@ def start(runtime: str, script: Path, *args: str, heapsize: str | None = None,
     return subprocess.Popen(command(runtime, script, list(args), heapsize), stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=environment(env, runtime), cwd=ROOT)
+
+
+def finish(proc: subprocess.Popen[str], go: Path | None = None, timeout: float = 60) -> Run:
+    """Tell a started device script to go on (by creating `go`), wait for its end, and require a clean exit."""
+    try:
+        if go is not None:
+            go.touch()
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        proc.kill()
+    done = parse(proc.returncode, out, err)
+    assert done.returncode == 0, out + err
+    return done

@@ -21,7 +21,7 @@ import pytest
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
 from browser import launch
-from device import PORTABLE, ROOT, RUNTIMES, Run, parse, start
+from device import PORTABLE, ROOT, RUNTIMES, finish, start
 from localjobs.changefeed import ChangeFeed
 from localjobs.cli import build_parser
 from localjobs.clock import ManualClock
@@ -98,18 +98,6 @@ def execution_row(page: Page, thing: str) -> Any:
 def board(runtime: str, scenario: str, service: JobsService, thing: str, state: Path) -> subprocess.Popen[str]:
     broker = service.host, str(service.port)
     return start(runtime, SCRIPT, scenario, *broker, thing, str(state), heapsize=RUNNER_HEAP)
-
-
-def finished(proc: subprocess.Popen[str], go: Path | None = None) -> Run:
-    try:
-        if go is not None:
-            go.touch()
-        out, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    done = parse(proc.returncode, out, err)
-    assert done.returncode == 0, out + err
-    return done
 
 
 # ---- the event streams, read as a browser would -------------------------------------------------
@@ -237,7 +225,7 @@ def test_the_job_page_follows_a_board_through_its_job(
         expect(row.locator(".details")).to_contain_text("percent=40")
         expect(page.locator("#job-bar .seg[data-status=IN_PROGRESS]")).to_have_attribute("data-count", "1")
     finally:
-        done = finished(device, tmp_path / "go")
+        done = finish(device, tmp_path / "go")
     assert done["finished"] == 1
     expect(row.locator(".status")).to_have_text("SUCCEEDED")
     expect(row.locator(".details")).to_contain_text("result=flashed")
@@ -264,7 +252,7 @@ def test_a_job_created_on_the_page_is_run_by_a_board(
         expect(page).to_have_url(console(jobs_http, "#/job/from-the-page"))
         expect(execution_row(page, thing_name).locator(".status")).to_have_text("SUCCEEDED")
     finally:
-        done = finished(device)
+        done = finish(device)
     assert done["finished"] == 1
     job = jobs_http.describe_job("from-the-page")
     assert job["targets"] == [f"{ARN}thing/{thing_name}"] and job["description"] == "made in the console"
@@ -291,7 +279,7 @@ def test_a_cancel_on_the_page_reaches_the_board_as_a_notification(
         expect(row.locator(".status")).to_have_text("CANCELED")
         expect(page.locator("#job-status")).to_have_text("CANCELED")
     finally:
-        done = finished(device, tmp_path / "go")
+        done = finish(device, tmp_path / "go")
     assert len(done["canceled"]) == 1 and done["canceled"][0].startswith("TerminalStateReached:"), done["canceled"]
     assert done["states"] == ["idle", "running", "canceled"]
     # Told by the notification, then a describe: no progress update was even tried after the cancel.

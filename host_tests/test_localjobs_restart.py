@@ -144,3 +144,30 @@ def test_memory_db_keeps_nothing(served: Callable[..., Served], thing_name: str)
     first.kill()
     second = served("--db", ":memory:")
     assert second.iot.list_things()["things"] == []
+
+
+def test_a_service_stopped_and_started_again_in_process_keeps_its_ports_and_its_database(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    # The soak's service fault stops and starts the same JobsService: its REST API and its file must come back too.
+    from localjobs.model import thing_arn
+    from localjobs.service import JobsService
+
+    db = tmp_path / "jobs.db"
+    service = JobsService(mosquitto.host, mosquitto.port, http=("127.0.0.1", 0), db=db).start()
+    try:
+        url = service.http_url
+        iot = boto3.client("iot", endpoint_url=url, **BOTO_ARGS)
+        iot.create_thing(thingName="restarted")
+        service.stop()
+        service.start()
+        assert service.http_url == url
+        iot.create_job(jobId="after-restart", targets=[thing_arn("restarted")], document='{"operation": "x"}')
+        assert iot.describe_job(jobId="after-restart")["job"]["status"] == "IN_PROGRESS"
+    finally:
+        service.stop()
+    reopened = JobsService(mosquitto.host, mosquitto.port, db=db)
+    try:
+        assert [j["jobId"] for j in reopened.list_jobs()] == ["after-restart"]
+    finally:
+        reopened.stop()

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from device import PORTABLE, RUNTIMES, Run, parse, run, start
+from device import PORTABLE, RUNTIMES, Run, finish, run, start
 from localjobs.model import thing_arn
 
 SCRIPT = PORTABLE / "runner_scenarios.py"
@@ -41,19 +41,6 @@ def device(runtime: str, name: str, broker: Any, thing: str, state: Path, *args:
 
 def started(runtime: str, name: str, broker: Any, thing: str, state: Path, *args: str) -> subprocess.Popen[str]:
     return start(runtime, SCRIPT, name, broker.host, str(broker.port), thing, str(state), *args, heapsize=RUNNER_HEAP)
-
-
-def finish(proc: subprocess.Popen[str], go: Path | None = None) -> Run:
-    """Tell the device script to go on (by creating `go`), and wait for its end."""
-    try:
-        if go is not None:
-            go.touch()
-        out, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    done = parse(proc.returncode, out, err)
-    assert done.returncode == 0, out + err
-    return done
 
 
 def statuses(service: Any, thing: str, job_id: str) -> list[str]:

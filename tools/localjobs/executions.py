@@ -118,12 +118,7 @@ class Executions(ModelState):
                 f"job execution {job_id} is {run.status} and cannot become {status}",
                 execution_state(run),
             )
-        if expected_version is not None and expected_version != run.version_number:
-            raise ApiError(
-                "VersionMismatch",
-                f"expected version {expected_version}, current version is {run.version_number}",
-                execution_state(run),
-            )
+        check_version(run, expected_version)
         before = self._watch([thing])
         self._apply(run, status, details, "update")
         if status == IN_PROGRESS:
@@ -333,3 +328,13 @@ def execution_state(run: JobExecution) -> dict[str, Any]:
         "statusDetails": dict(run.status_details),
         "versionNumber": run.version_number,
     }
+
+
+def check_version(run: JobExecution, expected_version: int | None) -> None:
+    """VersionMismatch, with the execution's state, unless expected_version is None or the execution's version."""
+    if expected_version is not None and expected_version != run.version_number:
+        raise ApiError(
+            "VersionMismatch",
+            f"expected version {expected_version}, current version is {run.version_number}",
+            execution_state(run),
+        )

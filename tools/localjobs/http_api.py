@@ -202,6 +202,7 @@ class HttpApi:
         self.server.daemon_threads = True
         self.host, self.port = str(self.server.server_address[0]), int(self.server.server_address[1])
         self._thread: threading.Thread | None = None
+        self._closed = False
         # Path prefix -> fn(handler, url, body) that answers every request under it (the console).
         self.mounts: dict[str, Callable[[BaseHTTPRequestHandler, SplitResult, bytes], None]] = {}
 
@@ -221,6 +222,11 @@ class HttpApi:
         return None
 
     def start(self) -> None:
+        if self._closed:
+            # Started again after stop(): the same address, so URLs handed out before stay valid.
+            self.server = self.make_server(self.host, self.port)
+            self.server.daemon_threads = True
+            self._closed = False
         # A short poll keeps stop() quick; serve_forever wakes for requests regardless.
         self._thread = threading.Thread(
             target=self.server.serve_forever, args=(0.05,), name="localjobs-http", daemon=True
@@ -233,6 +239,7 @@ class HttpApi:
             self._thread.join()
             self._thread = None
         self.server.server_close()
+        self._closed = True
 
     # ---- routing -------------------------------------------------------------------------------
 

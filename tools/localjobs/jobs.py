@@ -24,7 +24,7 @@ from .checks import (
     check_thing_name,
     check_timeout_config,
 )
-from .executions import execution_state
+from .executions import check_version, execution_state
 from .resources import (
     CANCELED,
     EXECUTION_STATUSES,
@@ -235,12 +235,7 @@ class JobManagement(Scheduler):
                 "an IN_PROGRESS job execution can be canceled only with force",
                 execution_state(run),
             )
-        if expected_version is not None and expected_version != run.version_number:
-            raise ApiError(
-                "VersionMismatch",
-                f"expected version {expected_version}, current version is {run.version_number}",
-                execution_state(run),
-            )
+        check_version(run, expected_version)
         before = self._watch([thing])
         run.force_canceled = force
         self._apply(run, CANCELED, details, "canceled")

@@ -103,6 +103,7 @@ class JobsService:
         self._api.on_exchange = self._exchanged
         # The keys of the records each call changes, for the console's live streams.
         self.changes = ChangeFeed()
+        self._db = db
         self.store = Store(db) if db is not None else None
         if self.store is not None:
             self.model.load_records(self.store.load())
@@ -134,6 +135,9 @@ class JobsService:
     def start(self, timeout: float = 10.0) -> JobsService:
         """Returns once the broker has acknowledged the service's subscription."""
         self._stopping.clear()
+        if self.store is None and self._db is not None:
+            # Started again after stop(): the model is still in memory; the file only needs opening.
+            self.store = Store(self._db)
         if self.broker is not None:
             self._start_tls_broker()
         try:
