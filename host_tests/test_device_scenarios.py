@@ -65,6 +65,21 @@ def test_failed_and_rejected(runtime, mosquitto, jobs_service, thing_name, statu
     }
 
 
+def test_an_update_that_finds_no_memory_is_sent_later_once_and_keeps_the_link(runtime, mosquitto, jobs_service,
+                                                                             thing_name):
+    jobs_service.create_job("job-mem", [thing_arn(thing_name)], DOC)
+    done = scenario(runtime, "publish_out_of_memory", mosquitto, thing_name, "timeout_ms=500")
+    assert done["refused"] == 1
+    assert done["first_call"] in ("answered", "timeout")
+    assert done["outbox"] == 0
+    # Nothing was on the wire: not a lost link, so no reconnect storm while memory is short.
+    assert done["link_losses"] == 0
+    assert "request not sent" in done["errors"]
+    statuses = [h["status"] for h in jobs_service.history(thing_name, "job-mem")]
+    assert statuses == ["QUEUED", "IN_PROGRESS", "SUCCEEDED"]
+    assert jobs_service.describe_job_execution(thing_name, "job-mem")["statusDetails"] == {"result": "ok"}
+
+
 def test_queued_jobs_start_in_order(runtime, mosquitto, jobs_service, thing_name):
     for job_id in ("job-b", "job-a", "job-c"):
         jobs_service.create_job(job_id, [thing_arn(thing_name)], DOC)

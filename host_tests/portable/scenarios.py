@@ -202,6 +202,36 @@ def scenario_bad_input(jc, args):
         emit("bad_thing", str(e))
 
 
+def scenario_publish_out_of_memory(jc, args):
+    """The update's first PUBLISH cannot be built (MemoryError): the link stays up, the update goes later, once."""
+    from iotjobs import session
+
+    seen = collect_errors(jc)
+    execution = jc.start_next()
+    header = session._header
+    refused: list = []
+
+    def short_of_memory(first, size):
+        if first & 0xF0 == 0x30 and not refused:
+            refused.append(size)
+            raise MemoryError("memory allocation failed, allocating 259 bytes")
+        return header(first, size)
+
+    session._header = short_of_memory
+    try:
+        jc.update(execution["jobId"], "SUCCEEDED", {"result": "ok"})
+        emit("first_call", "answered")
+    except RequestTimeout:
+        emit("first_call", "timeout")
+    deadline = time.ticks_add(time.ticks_ms(), 20000)
+    while jc.outbox and time.ticks_diff(deadline, time.ticks_ms()) > 0:
+        jc.wait(100)
+    emit("outbox", jc.outbox)
+    emit("refused", len(refused))
+    emit("link_losses", jc.session.link_losses)
+    emit("errors", seen)
+
+
 def scenario_unicode_details(jc, args):
     execution = jc.start_next()
     done = jc.update(execution["jobId"], "SUCCEEDED", {"message": args[0]}, include_state=True)

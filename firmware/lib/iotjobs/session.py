@@ -233,31 +233,34 @@ class Session:
     # ---- using the link --------------------------------------------------------------------------
 
     def publish(self, topic, payload):
-        """Publish now; False if the link is down or failed while publishing."""
+        """Publish now; False if the link is down or failed while publishing.
+
+        MemoryError if the packet cannot be built: nothing was sent and the link stays up.
+        """
         if not self.connected:
             return False
+        # Ours, not umqtt.simple's: one write per packet. umqtt writes a PUBLISH in four pieces, and with
+        # Nagle on (it is, on a board) each piece after the first waits for the broker's delayed ACK, ~40 ms;
+        # over TLS each piece is also a record of its own.
+        if isinstance(payload, str):
+            payload = payload.encode()
+        name = topic.encode() if isinstance(topic, str) else topic
+        qos = self.qos
+        packet = _header(0x32 if qos else 0x30, 2 + len(name) + len(payload) + (2 if qos else 0))
+        packet += bytes((len(name) >> 8, len(name) & 0xFF))
+        packet += name
+        if qos:
+            self._pid = pid = self._pid % 0xFFFF + 1
+            packet += bytes((pid >> 8, pid & 0xFF))
+        packet += payload
         try:
-            # Ours, not umqtt.simple's: one write per packet. umqtt writes a PUBLISH in four pieces, and with
-            # Nagle on (it is, on a board) each piece after the first waits for the broker's delayed ACK, ~40 ms;
-            # over TLS each piece is also a record of its own.
-            if isinstance(payload, str):
-                payload = payload.encode()
-            name = topic.encode() if isinstance(topic, str) else topic
-            qos = self.qos
-            packet = _header(0x32 if qos else 0x30, 2 + len(name) + len(payload) + (2 if qos else 0))
-            packet += bytes((len(name) >> 8, len(name) & 0xFF))
-            packet += name
-            if qos:
-                self._pid = pid = self._pid % 0xFFFF + 1
-                packet += bytes((pid >> 8, pid & 0xFF))
-            packet += payload
             self._send(packet)
-            if qos and self._owed_at is None:
-                self._owed_at = self._last_tx
-            return True
         except Exception as e:  # a broken link shows up as OSError, IndexError or AssertionError
             self._failed(e)
             return False
+        if qos and self._owed_at is None:
+            self._owed_at = self._last_tx
+        return True
 
     def wait(self, timeout_ms):
         """Wait up to timeout_ms for a message, reconnecting and pinging as due; True if one waits in the inbox.
