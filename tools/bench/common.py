@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,7 @@ OUT = ROOT / "build" / "bench"
 
 
 def run_device(runtime: str, script: str, args: list[str], heapsize: str = "128k", timeout: float = 60,
-               path: str | None = None) -> tuple[bool, dict[str, Any], str]:
+               path: str | None = None, cwd: Path = ROOT) -> tuple[bool, dict[str, Any], str]:
     """Run tools/bench/SCRIPT as a device; (exited 0, its RESULT lines by key, its output for errors).
 
     `path` replaces MICROPYPATH (to import the library from its sources rather than the compiled .mpy files).
@@ -25,7 +28,7 @@ def run_device(runtime: str, script: str, args: list[str], heapsize: str = "128k
     if path is not None:
         env["MICROPYPATH"] = path
     try:
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
     except subprocess.TimeoutExpired:
         return False, {}, "timed out after %.0f s" % timeout
     results: dict[str, Any] = {}
@@ -34,6 +37,18 @@ def run_device(runtime: str, script: str, args: list[str], heapsize: str = "128k
             _, key, value = line.split(" ", 2)
             results[key] = json.loads(value)
     return done.returncode == 0, results, done.stdout + done.stderr
+
+
+@contextlib.contextmanager
+def board_layout(library: Path) -> Iterator[Path]:
+    """A folder to run a device from, where `lib` is library: what a board holds in /lib.
+
+    Each module's __file__ is a new string on the heap, so a path as long as a checkout's
+    (/home/.../build/mpy-lib/iotjobs/client.mpy) would count some 30 bytes a module that a board never spends.
+    """
+    with tempfile.TemporaryDirectory(prefix="board-") as folder:
+        (Path(folder) / "lib").symlink_to(library, target_is_directory=True)
+        yield Path(folder)
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:

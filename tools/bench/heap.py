@@ -9,6 +9,7 @@ import json
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from localjobs import certs
@@ -16,9 +17,9 @@ from localjobs.broker import Mosquitto
 from localjobs.certs import CertificateFolder
 from localjobs.model import thing_arn
 from localjobs.service import JobsService
-from mpylib import SOURCES, compiled_library
+from mpylib import SOURCES, compiled_library, library_path
 
-from .common import plot_path, run_device, table, write_json
+from .common import board_layout, plot_path, run_device, table, write_json
 
 # The shape test_32k_document_on_a_bounded_heap uses: 900 small settings, the costly shape for json.loads.
 SETTINGS = {"key%04d" % i: "value-%04d-abcdefgh" % i for i in range(900)}
@@ -100,7 +101,11 @@ def resident(runtime: str) -> dict[str, int]:
 
     runtime: a device_command runtime; "esp32like" (frozen) against "esp32like-mpy" (.mpy files) on the 32-bit build.
     """
-    ok, results, output = run_device(runtime, "dev_resident.py", [], "512k")
+    if runtime == "esp32like":
+        ok, results, output = run_device(runtime, "dev_resident.py", [], "512k")
+    else:
+        with board_layout(Path(library_path(runtime).split(":")[0])) as board:
+            ok, results, output = run_device(runtime, "dev_resident.py", [], "512k", path="lib:.frozen", cwd=board)
     if not ok:
         raise RuntimeError("resident measurement failed on %s:\n%s" % (runtime, output))
     figures: dict[str, int] = results["resident"]
