@@ -236,14 +236,14 @@ class JobsClient:
             # Marked before: a publish that fails half way may still have reached the service.
             request[_SENT_AT] = now
             try:
-                sent = self.session.publish(request[_TOPIC], request[_PAYLOAD])
+                published = self.session.publish(request[_TOPIC], request[_PAYLOAD])
             except MemoryError:
                 # Nothing went out and the link is fine: tried again when its answer would be overdue, and
                 # never counted as a send the service may have applied.
                 self._on_error("request not sent", "out of memory: %s" % request[_TOPIC])
                 return
             request[_SENDS] += 1
-            if not sent:
+            if not published:
                 return
 
     def _resume(self):
