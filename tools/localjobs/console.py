@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import SplitResult, parse_qsl, quote
 
 from .changefeed import Change
+from .http_api import reply
 from .model import GROUP_ARN_PREFIX, THING_ARN_PREFIX, ApiError
 
 if TYPE_CHECKING:
@@ -317,15 +318,3 @@ class ThingView(View):
 def send(handler: BaseHTTPRequestHandler, event: str, data: dict[str, Any]) -> None:
     handler.wfile.write(b"event: %s\ndata: %s\n\n" % (event.encode(), json.dumps(data).encode()))
     handler.wfile.flush()
-
-
-def reply(
-    handler: BaseHTTPRequestHandler, status: int, body: bytes, kind: str, headers: dict[str, str] | None = None
-) -> None:
-    handler.send_response(status)
-    handler.send_header("Content-Type", kind)
-    handler.send_header("Content-Length", str(len(body)))
-    for key, value in (headers or {}).items():
-        handler.send_header(key, value)
-    handler.end_headers()
-    handler.wfile.write(body)

@@ -483,6 +483,19 @@ class HttpApi:
         return reply
 
 
+def reply(
+    handler: BaseHTTPRequestHandler, status: int, body: bytes, kind: str, headers: dict[str, str] | None = None
+) -> None:
+    """Answer a request with body, of content type kind, and any extra headers."""
+    handler.send_response(status)
+    handler.send_header("Content-Type", kind)
+    handler.send_header("Content-Length", str(len(body)))
+    for key, value in (headers or {}).items():
+        handler.send_header(key, value)
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 def make_handler(api: HttpApi) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -549,12 +562,6 @@ def make_handler(api: HttpApi) -> type[BaseHTTPRequestHandler]:
             self.reply(status, body, "application/json", {"x-amzn-ErrorType": name})
 
         def reply(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(body)
+            reply(self, status, body, content_type, headers)
 
     return Handler
