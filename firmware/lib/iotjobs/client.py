@@ -238,8 +238,8 @@ class JobsClient:
             try:
                 published = self.session.publish(request[_TOPIC], request[_PAYLOAD])
             except MemoryError:
-                # Nothing went out and the link is fine: tried again when its answer would be overdue, and
-                # never counted as a send the service may have applied.
+                # Nothing went out and the link is fine: an update goes again when its answer would be overdue,
+                # any other call ends in RequestTimeout; neither counts as a send the service may have applied.
                 self._on_error("request not sent", "out of memory: %s" % request[_TOPIC])
                 return
             request[_SENDS] += 1
