@@ -1,17 +1,8 @@
 """The errors a Jobs call can end with: the service's rejections and the client's own timeout."""
 
-# The nine ErrorCode values of the Jobs device API.
-CODES = (
-    "InvalidTopic",
-    "InvalidJson",
-    "InvalidRequest",
-    "InvalidStateTransition",
-    "ResourceNotFound",
-    "VersionMismatch",
-    "InternalError",
-    "RequestThrottled",
-    "TerminalStateReached",
-)
+# JobsError.code is one of the Jobs device API's nine ErrorCode values (InvalidTopic, InvalidJson, InvalidRequest,
+# InvalidStateTransition, ResourceNotFound, VersionMismatch, InternalError, RequestThrottled, TerminalStateReached),
+# or the client's own OutboxFull. No table of them is kept: nothing on the device looks one up.
 
 
 class JobsError(Exception):
@@ -22,11 +13,8 @@ class JobsError(Exception):
         self.code = code
         self.message = message
         self.execution_state = execution_state
-
-    @property
-    def retryable(self):
-        """Worth trying again later, unchanged: the request itself was fine."""
-        return self.code in ("InternalError", "RequestThrottled")
+        # Worth trying again later, unchanged: the request itself was fine.
+        self.retryable = code in ("InternalError", "RequestThrottled")
 
     def __str__(self):
         return "%s: %s" % (self.code, self.message)

@@ -113,7 +113,7 @@ class _Response:
                 self.start = i + 1
                 return line.rstrip(b"\r")
             if not self._fill():
-                raise net.LinkDown("the response ended early")
+                raise OSError("the response ended early")
 
     def piece(self, limit):
         """Up to limit bytes of what follows, as a view of the buffer; empty at the end of the response."""
@@ -409,7 +409,7 @@ class JobsHttpsClient:
             # The common case: the whole body in the buffer, parsed from there.
             while response.end - response.start < length:
                 if not response._fill():
-                    raise net.LinkDown("the response ended early")
+                    raise OSError("the response ended early")
             return json.loads(response.view[response.start : response.start + length])
         if length is not None and length > self.max_response:
             raise ValueError("a %d-byte response is more than max_response" % length)
@@ -435,7 +435,7 @@ class JobsHttpsClient:
             if not piece:
                 if n is None:
                     break
-                raise net.LinkDown("the response ended early")
+                raise OSError("the response ended early")
             copied += len(piece)
             if copied > self.max_response:
                 raise ValueError("the response is longer than max_response")

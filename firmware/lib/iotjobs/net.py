@@ -4,10 +4,6 @@ import random
 import time
 
 
-class LinkDown(OSError):
-    """The connection failed: closed by the other end, or silent until the deadline."""
-
-
 def backoff_ms(attempt, floor_ms, ceiling_ms, factor, rand=None):
     """Delay before reconnect attempt number attempt (0 first): full jitter under a capped exponential."""
     cap = floor_ms
@@ -46,7 +42,7 @@ def wlan_up(wlan, wait_ms):
 
 def transfer(step, view, deadline, poller, wanted=None):
     """Bytes moved by step (a socket's readinto or write) from or into view: all of it, or once wanted bytes have
-    moved (fewer when the other end closes first). LinkDown if the deadline passes first, or if the other end
+    moved (fewer when the other end closes first). OSError if the deadline passes first, or if the other end
     closes before all of view that was wanted."""
     done = 0
     n = len(view) if wanted is None else wanted
@@ -55,11 +51,11 @@ def transfer(step, view, deadline, poller, wanted=None):
         if more is None:
             left = time.ticks_diff(deadline, time.ticks_ms())
             if left <= 0 or not poller.poll(left):
-                raise LinkDown("nothing came before the deadline")
+                raise OSError("nothing came before the deadline")
         elif more:
             done += more
         elif wanted is None:
-            raise LinkDown("connection closed by the other end")
+            raise OSError("connection closed by the other end")
         else:
             return done
     return done

@@ -37,14 +37,12 @@ class _TimedSockets:
     def __init__(self, real, timeout_s):
         self.real = real
         self.timeout_s = timeout_s
+        self.getaddrinfo = real.getaddrinfo
 
     def socket(self, *args):
         sock = self.real.socket(*args)
         sock.settimeout(self.timeout_s)
         return sock
-
-    def getaddrinfo(self, *args):
-        return self.real.getaddrinfo(*args)
 
 
 def _ignore(*args):
@@ -190,7 +188,7 @@ class Session:
                 if op == 0x90:
                     break
             if body[0] != pid >> 8 or body[1] != pid & 0xFF:
-                raise net.LinkDown("SUBACK for another packet")
+                raise OSError("SUBACK for another packet")
             if body[2] == 0x80:
                 raise OSError("the broker refused the subscription to " + topic)
 
@@ -286,7 +284,7 @@ class Session:
                 # An answer the broker owes for response_ms means the link is dead (a half-open TCP connection too).
                 left = self.response_ms - time.ticks_diff(now, owed)
                 if left <= 0:
-                    raise net.LinkDown("no answer from the broker within %d ms" % self.response_ms)
+                    raise OSError("no answer from the broker within %d ms" % self.response_ms)
             else:
                 left = self.ping_ms - max(time.ticks_diff(now, self._last_rx), time.ticks_diff(now, self._last_tx))
                 if left <= 0:
@@ -341,7 +339,7 @@ class Session:
         if data is not None and len(data) == n:
             return data  # most reads find their bytes waiting: one allocation, no poll
         if data == b"":
-            raise net.LinkDown("connection closed by the broker")
+            raise OSError("connection closed by the broker")
         buf = bytearray(n)
         got = len(data) if data else 0
         buf[:got] = data or b""
@@ -356,7 +354,7 @@ class Session:
             return None
         if not first:
             if first == b"":
-                raise net.LinkDown("connection closed by the broker")
+                raise OSError("connection closed by the broker")
             first = self._read(1)
         op = first[0]
         size = shift = 0
@@ -371,7 +369,7 @@ class Session:
         if op & 0xF0 != 0x30:
             # A broker sends nothing else of any length (SUBACK, PUBACK, PINGRESP ...).
             if size > 64:
-                raise net.LinkDown("a %d-byte packet of type 0x%02x" % (size, op))
+                raise OSError("a %d-byte packet of type 0x%02x" % (size, op))
             return op, self._read(size) if size else b""
         head = self._read(2)
         topic_len = head[0] << 8 | head[1]
@@ -395,7 +393,7 @@ class Session:
         if op & 6 == 2:
             self._send(bytes((0x40, 2, head[0], head[1])))  # PUBACK
         elif op & 6 == 4:
-            raise net.LinkDown("QoS 2 message: this client subscribes with QoS 1 at most")
+            raise OSError("QoS 2 message: this client subscribes with QoS 1 at most")
         return op, None
 
     def _payload(self, size, topic):

@@ -66,7 +66,7 @@ def notify_next(thing):
 
 def subscriptions(thing):
     """The exact topics a device needs: every response and both notifications, never its own requests."""
-    base = "$aws/things/" + check_thing_name(thing) + "/jobs/"
+    base = _base(thing)
     subs = [base + "notify", base + "notify-next"]
     for kind in ("get", "start-next", "+/get", "+/update"):
         subs.append(base + kind + "/accepted")
