@@ -12,6 +12,7 @@ import pytest
 
 from device import PORTABLE, RUNTIMES, Run, finish, run, start
 from localjobs.model import thing_arn
+from localjobs.mqtt_api import DROP
 
 SCRIPT = PORTABLE / "runner_scenarios.py"
 RESET_EXIT_CODE = 211
@@ -118,6 +119,38 @@ def test_documents_that_cannot_run_are_rejected(runtime, mosquitto, jobs_service
     device(runtime, "succeed", mosquitto, thing_name, tmp_path)
     assert details(jobs_service, thing_name, "job-r")[-1] == {"reason": reason}
     assert statuses(jobs_service, thing_name, "job-r")[-1] == "REJECTED"
+
+
+@pytest.mark.parametrize("broken", ['"operation": greet', '"operation": "greet", "stepTimeoutInMinutes": 5x'])
+def test_a_large_document_with_a_broken_value_is_rejected_and_the_loop_goes_on(runtime, mosquitto, jobs_service,
+                                                                               thing_name, tmp_path, broken):
+    # Over the receive buffer, a document stays on flash with only its outline checked: its values are parsed
+    # when the runner reads them. AWS checks documents when a job is created, so this is what a broken
+    # broker or service could deliver, once.
+    jobs_service.create_job("job-b", [thing_arn(thing_name)], {"operation": "greet"})
+    jobs_service.create_job("job-ok", [thing_arn(thing_name)], {"operation": "greet"})
+    document = '{%s, "blob": "%s"}' % (broken, "x" * 6000)
+    sent: list[str] = []
+
+    def deliver_broken(thing, api, topic, request, publish):
+        if api != "start_next" or sent:
+            return None
+        sent.append(topic)
+        execution = ('{"jobId": "job-b", "thingName": "%s", "status": "QUEUED", "versionNumber": 1, '
+                     '"executionNumber": 1, "queuedAt": 1, "lastUpdatedAt": 1, "jobDocument": %s}'
+                     % (thing, document))
+        publish(topic + "/accepted", ('{"clientToken": "%s", "timestamp": 1, "execution": %s}'
+                                      % (request["clientToken"], execution)).encode())
+        return DROP
+
+    jobs_service.interceptor = deliver_broken
+    done = device(runtime, "succeed", mosquitto, thing_name, tmp_path, "2")
+    assert sent
+    assert done["finished"] == 2
+    assert done["states"] == ["idle", "rejected", "running", "succeeded"]
+    assert statuses(jobs_service, thing_name, "job-b")[-1] == "REJECTED"
+    assert details(jobs_service, thing_name, "job-b")[-1] == {"reason": "job document is not JSON"}
+    assert statuses(jobs_service, thing_name, "job-ok")[-1] == "SUCCEEDED"
 
 
 def test_managed_template_document_runs_its_handler(runtime, mosquitto, jobs_service, thing_name, tmp_path):

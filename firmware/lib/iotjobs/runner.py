@@ -267,7 +267,14 @@ class Runner:
             if execution.get("status") == "IN_PROGRESS" and isinstance(details, dict):
                 checkpoint = details.get(_CHECKPOINT)
         document = execution.get("jobDocument")
-        operation, params, reason = operation_of(document)
+        try:
+            operation, params, reason = operation_of(document)
+            # A step timeout in the document goes with every update, so that each progress renews it.
+            minutes = document.get("stepTimeoutInMinutes") if hasattr(document, "get") else None
+        except ValueError:
+            # A large document stays on flash (a JobDocument) with only its outline checked: its values are
+            # parsed here, and a broken one must not end the device loop.
+            operation, reason = None, "job document is not JSON"
         handler = self.handlers.get(operation) if operation is not None else None
         if handler is None:
             if reason is None:
@@ -276,8 +283,6 @@ class Runner:
         self._job = (job_id, number)
         self._operation = operation
         self._step = checkpoint
-        # A step timeout in the document goes with every update, so that each progress renews it.
-        minutes = document.get("stepTimeoutInMinutes") if hasattr(document, "get") else None
         if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= 10080:
             minutes = None
         self._timeout = minutes
