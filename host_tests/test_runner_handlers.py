@@ -17,8 +17,9 @@ from test_runner import RUNNER_HEAP, SCRIPT
 LARGE_SETTINGS = {"key%04d" % i: "value-%04d-abcdefgh" % i for i in range(900)}
 LARGE_DOC: dict[str, Any] = {"operation": "config", "settings": LARGE_SETTINGS, "blob": ""}
 LARGE_DOC["blob"] = "x" * (32700 - len(json.dumps(LARGE_DOC)))
-# Measured minimum 272k on the unix port (see README); a margin, since fragmentation moves it.
-LARGE_DOC_HEAP = "288k"
+# Measured on the 64-bit unix port (see README): passes from 296k up, at 272k too, not at 288k: the dict of 900
+# settings needs one ~15 KB block and where the free blocks lie decides. A margin above all of it.
+LARGE_DOC_HEAP = "320k"
 
 
 @pytest.fixture(params=RUNTIMES)

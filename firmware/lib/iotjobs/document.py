@@ -9,26 +9,31 @@ _CHUNK = const(256)
 
 
 class _Scanner:
-    """Walks the JSON text in f between start and end, a chunk at a time, without building values."""
+    """Walks the JSON text in f between start and end, a chunk at a time, without building values.
 
-    def __init__(self, f, start, end):
+    Each chunk is read into one buffer (buf, or a new one), never into a new block: on a heap nearly full of small
+    objects a scan goes on where a fresh chunk would find no room.
+    """
+
+    def __init__(self, f, start, end, buf=None):
         self.f = f
         self.pos = start
         self.end = end
         self.base = start
-        self.buf = b""
+        self.n = 0  # bytes of the file from base that buf holds
+        self.buf = buf or bytearray(_CHUNK)
 
     def _at(self, space=False):
         # The byte at pos (past whitespace first, if space), or -1 past the end.
         while True:
             i = self.pos - self.base
-            if i < 0 or i >= len(self.buf):
+            if i < 0 or i >= self.n:
                 if self.pos >= self.end:
                     return -1
                 self.f.seek(self.pos)
-                self.buf = self.f.read(min(_CHUNK, self.end - self.pos))
                 self.base = self.pos
-                if not self.buf:
+                self.n = min(self.f.readinto(self.buf) or 0, self.end - self.pos)
+                if not self.n:
                     return -1
                 i = 0
             c = self.buf[i]
@@ -40,20 +45,20 @@ class _Scanner:
         self.pos += 1  # the opening quote
         while True:
             i = self.pos - self.base
-            buf = self.buf
-            if i < 0 or i >= len(buf):
+            n = self.n
+            if i < 0 or i >= n:
                 if self._at() < 0:
                     raise ValueError("unterminated JSON string")
                 continue
-            quote = buf.find(b'"', i)
-            slash = buf.find(b"\\", i)
+            quote = self.buf.find(b'"', i, n)
+            slash = self.buf.find(b"\\", i, n)
             if slash >= 0 and (quote < 0 or slash < quote):
                 self.pos = self.base + slash + 2
             elif quote >= 0:
                 self.pos = self.base + quote + 1
                 return
             else:
-                self.pos = self.base + len(buf)
+                self.pos = self.base + n
 
     def skip_value(self):
         """Move past one value; return its (start, end)."""
@@ -185,7 +190,8 @@ def _object(scanner, path, budget):
         if key == "jobDocument" and end - start > budget:
             found[key] = JobDocument(path, start, end - start)
         elif key == "execution" and end - start > budget:
-            found[key] = _object(_Scanner(scanner.f, start, end), path, budget)
+            found[key] = _object(_Scanner(scanner.f, start, end, scanner.buf), path, budget)
+            scanner.n = 0  # its buffer now holds what the inner scan read last
         else:
             found[key] = json.loads(scanner.text(start, end))
     return found

@@ -10,12 +10,12 @@ from iotjobs import net
 
 def _header(first, size):
     """A packet's fixed header: its first byte, then MQTT's variable-length encoding of size."""
-    head = bytearray((first,))
+    head = [first]
     while True:
         head.append((size & 0x7F) | (0x80 if size > 0x7F else 0))
         size >>= 7
         if not size:
-            return head
+            return bytes(head)
 
 
 def broker_error(error, mqtt):
@@ -175,11 +175,9 @@ class Session:
         for topic in wanted:
             self._pid = pid = self._pid % 0xFFFF + 1
             name = topic.encode()
-            packet = _header(0x82, len(name) + 5)
-            packet += bytes((pid >> 8, pid & 0xFF, len(name) >> 8, len(name) & 0xFF))
-            packet += name
-            packet.append(self.qos)
-            self._send(packet)
+            n = len(name)
+            self._send(b"".join((_header(0x82, n + 5), bytes((pid >> 8, pid & 0xFF, n >> 8, n & 0xFF)), name,
+                                 bytes((self.qos,)))))
         pid = first
         for topic in wanted:
             pid = pid % 0xFFFF + 1
@@ -243,20 +241,21 @@ class Session:
         if isinstance(payload, str):
             payload = payload.encode()
         name = topic.encode() if isinstance(topic, str) else topic
-        qos = self.qos
-        packet = _header(0x32 if qos else 0x30, 2 + len(name) + len(payload) + (2 if qos else 0))
-        packet += bytes((len(name) >> 8, len(name) & 0xFF))
-        packet += name
-        if qos:
+        n = len(name)
+        # Joined into one block of its exact size, never grown piece by piece: on a full heap each growth would
+        # need a larger free block than the packet itself.
+        if self.qos:
             self._pid = pid = self._pid % 0xFFFF + 1
-            packet += bytes((pid >> 8, pid & 0xFF))
-        packet += payload
+            packet = b"".join((_header(0x32, n + len(payload) + 4), bytes((n >> 8, n & 0xFF)), name,
+                               bytes((pid >> 8, pid & 0xFF)), payload))
+        else:
+            packet = b"".join((_header(0x30, n + len(payload) + 2), bytes((n >> 8, n & 0xFF)), name, payload))
         try:
             self._send(packet)
         except Exception as e:  # a broken link shows up as OSError, IndexError or AssertionError
             self._failed(e)
             return False
-        if qos and self._owed_at is None:
+        if self.qos and self._owed_at is None:
             self._owed_at = self._last_tx
         return True
 
