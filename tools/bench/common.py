@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -23,8 +24,10 @@ def run_device(runtime: str, script: str, args: list[str], heapsize: str = "128k
     """Run tools/bench/SCRIPT as a device; (exited 0, its RESULT lines by key, its output for errors).
 
     `path` replaces MICROPYPATH (to import the library from its sources rather than the compiled .mpy files).
+    A cwd that holds its own copy of SCRIPT (a board_layout) runs that copy by its name, as a board runs main.py.
     """
-    command, env = device_command(runtime, BENCH / script, args, heapsize)
+    local = cwd != ROOT and (cwd / script).exists()
+    command, env = device_command(runtime, Path(script) if local else BENCH / script, args, heapsize)
     if path is not None:
         env["MICROPYPATH"] = path
     try:
@@ -40,14 +43,20 @@ def run_device(runtime: str, script: str, args: list[str], heapsize: str = "128k
 
 
 @contextlib.contextmanager
-def board_layout(library: Path) -> Iterator[Path]:
-    """A folder to run a device from, where `lib` is library: what a board holds in /lib.
+def board_layout(library: Path | None, *scripts: str) -> Iterator[Path]:
+    """A folder to run a device from, as a board's file system: `lib` is library (none for a frozen one), and
+    scripts, copied from tools/bench, run from there by their names (run_device), as main.py does.
 
     Each module's __file__ is a new string on the heap, so a path as long as a checkout's
-    (/home/.../build/mpy-lib/iotjobs/client.mpy) would count some 30 bytes a module that a board never spends.
+    (/home/.../build/mpy-lib/iotjobs/client.mpy) would count some 30 bytes a module that a board never spends; and
+    a script run by its full path puts its folder first on sys.path (a board has '' there), which moved the
+    figures by up to 64 bytes with where the checkout lives.
     """
     with tempfile.TemporaryDirectory(prefix="board-") as folder:
-        (Path(folder) / "lib").symlink_to(library, target_is_directory=True)
+        if library is not None:
+            (Path(folder) / "lib").symlink_to(library, target_is_directory=True)
+        for script in scripts:
+            shutil.copy(BENCH / script, Path(folder) / script)
         yield Path(folder)
 
 

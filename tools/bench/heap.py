@@ -47,6 +47,15 @@ def smallest(passes: Callable[[int], bool], low: int, high: int) -> int:
     return high
 
 
+@contextmanager
+def device_folder(runtime: str, *scripts: str) -> Iterator[tuple[Path, str]]:
+    """(folder, MICROPYPATH) to run scripts from as a board would (see board_layout): the runtime's compiled library
+    in `lib`, or none where it is frozen."""
+    frozen = runtime == "esp32like"
+    with board_layout(None if frozen else Path(library_path(runtime).split(":")[0]), *scripts) as board:
+        yield board, ".frozen" if frozen else "lib:.frozen"
+
+
 def cycle_passes(service: JobsService, broker: Mosquitto | None, client: str, kilobytes: int,
                  runtime: str = "unix64", folder: CertificateFolder | None = None) -> bool:
     """One fresh thing and a 32 KB job on runtime; True when the device ends with the execution SUCCEEDED.
@@ -64,7 +73,9 @@ def cycle_passes(service: JobsService, broker: Mosquitto | None, client: str, ki
         port = service.mqtts[1] if client == "mqtts" else int(service.https_url.rsplit(":", 1)[1])
         device = folder.thing(thing)
         args = ["localhost", str(port), thing, str(device.cert_der), str(device.key_der), str(folder.ca_der)]
-    ok, results, _ = run_device(runtime, SCRIPTS[client], args, "%dk" % kilobytes, timeout=30)
+    with device_folder(runtime, SCRIPTS[client], "dev_cycle_ours.py") as (board, path):
+        ok, results, _ = run_device(runtime, SCRIPTS[client], args, "%dk" % kilobytes, timeout=30, path=path,
+                                    cwd=board)
     done = service.status(thing, thing + "-job") == "SUCCEEDED"
     return ok and done and results.get("operation") == "config"
 
@@ -101,11 +112,8 @@ def resident(runtime: str) -> dict[str, int]:
 
     runtime: a device_command runtime; "esp32like" (frozen) against "esp32like-mpy" (.mpy files) on the 32-bit build.
     """
-    if runtime == "esp32like":
-        ok, results, output = run_device(runtime, "dev_resident.py", [], "512k")
-    else:
-        with board_layout(Path(library_path(runtime).split(":")[0])) as board:
-            ok, results, output = run_device(runtime, "dev_resident.py", [], "512k", path="lib:.frozen", cwd=board)
+    with device_folder(runtime, "dev_resident.py") as (board, path):
+        ok, results, output = run_device(runtime, "dev_resident.py", [], "512k", path=path, cwd=board)
     if not ok:
         raise RuntimeError("resident measurement failed on %s:\n%s" % (runtime, output))
     figures: dict[str, int] = results["resident"]
