@@ -242,14 +242,14 @@ class Session:
             payload = payload.encode()
         name = topic.encode() if isinstance(topic, str) else topic
         n = len(name)
+        pid = b""
+        if self.qos:
+            self._pid = number = self._pid % 0xFFFF + 1
+            pid = bytes((number >> 8, number & 0xFF))
         # Joined into one block of its exact size, never grown piece by piece: on a full heap each growth would
         # need a larger free block than the packet itself.
-        if self.qos:
-            self._pid = pid = self._pid % 0xFFFF + 1
-            packet = b"".join((_header(0x32, n + len(payload) + 4), bytes((n >> 8, n & 0xFF)), name,
-                               bytes((pid >> 8, pid & 0xFF)), payload))
-        else:
-            packet = b"".join((_header(0x30, n + len(payload) + 2), bytes((n >> 8, n & 0xFF)), name, payload))
+        packet = b"".join((_header(0x32 if pid else 0x30, 2 + n + len(pid) + len(payload)), bytes((n >> 8, n & 0xFF)),
+                           name, pid, payload))
         try:
             self._send(packet)
         except Exception as e:  # a broken link shows up as OSError, IndexError or AssertionError
