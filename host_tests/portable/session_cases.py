@@ -94,6 +94,32 @@ def case_qos1_publish_is_acknowledged_with_its_packet_id():
         broker.close()
 
 
+def read_exactly(sock, n):
+    data = b""
+    while len(data) < n:
+        more = sock.read(n - len(data))
+        assert more, "the session's connection closed"
+        data += more
+    return data
+
+
+def case_publish_writes_the_exact_packet_at_either_qos():
+    # 200 bytes of payload: the remaining length takes two bytes, and packet ids follow each other from 1.
+    payload = "p" * 200
+    for qos in (0, 1):
+        session, broker = linked(qos=qos)
+        try:
+            assert session.publish("$aws/things/t/jobs/get", payload)
+            assert session.publish(b"$aws/things/t/jobs/get", payload.encode())
+            for pid in (1, 2):
+                packet = publish_packet(b"$aws/things/t/jobs/get", payload.encode(), qos)
+                if qos:  # publish_packet gives the broker's id (7); ours counts from 1
+                    packet = packet[:-len(payload) - 2] + bytes((0, pid)) + packet[-len(payload):]
+                assert read_exactly(broker, len(packet)) == packet
+        finally:
+            broker.close()
+
+
 def case_large_message_goes_to_a_file_and_too_large_is_dropped():
     reported = []
     session, broker = linked(rx_buffer=256, max_message=3000, spill="/tmp/iotjobs-session-case-")
